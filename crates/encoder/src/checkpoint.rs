@@ -1,0 +1,214 @@
+//! Turning foreign ViT checkpoints into the encoder's (timm) parameter names: the single
+//! conversion point, in the manner of timm's `checkpoint_filter_fn`.
+//!
+//! | HF DPT (`dpt.` prefix)                                   | glassbox / timm              |
+//! |----------------------------------------------------------|------------------------------|
+//! | `embeddings.cls_token`                                   | `cls_token`                  |
+//! | `embeddings.position_embeddings`                         | `pos_embed`                  |
+//! | `embeddings.patch_embeddings.projection.{weight,bias}`   | `patch_embed.proj.*`         |
+//! | `encoder.layer.{i}.layernorm_before.*`                   | `blocks.{i}.norm1.*`         |
+//! | `encoder.layer.{i}.attention.attention.{query,key,value}.*` | `blocks.{i}.attn.qkv.*` (concatenated q, k, v) |
+//! | `encoder.layer.{i}.attention.output.dense.*`             | `blocks.{i}.attn.proj.*`     |
+//! | `encoder.layer.{i}.layernorm_after.*`                    | `blocks.{i}.norm2.*`         |
+//! | `encoder.layer.{i}.intermediate.dense.*`                 | `blocks.{i}.mlp.fc1.*`       |
+//! | `encoder.layer.{i}.output.dense.*`                       | `blocks.{i}.mlp.fc2.*`       |
+//! | `layernorm.*` (final norm, unused by DPT's hooks)        | dropped, reported as unused  |
+//!
+//! timm checkpoints already use our names; their final `norm.*`, `fc_norm.*` and classifier
+//! `head.*` are reported as unused.
+
+use std::collections::BTreeMap;
+
+use tch::Tensor;
+
+use crate::EncoderError;
+
+/// Tensors renamed to the encoder's names, and the names of the foreign tensors that were
+/// recognised but have no place in the encoder (so a loader can tell them from mistakes).
+#[derive(Debug, Default)]
+pub struct Converted {
+    pub tensors: BTreeMap<String, Tensor>,
+    pub unused: Vec<String>,
+    /// Foreign names this table does not know; a strict loader reports them.
+    pub unknown: Vec<String>,
+}
+
+/// Converts the backbone part of an HF `DPTForDepthEstimation` / `DPTModel` state dict.
+/// `prefix` is the part before `embeddings.` (`"dpt."` for DPTForDepthEstimation); tensors
+/// outside the prefix are left out (the decoder's names need no conversion).
+pub fn from_hf_dpt(
+    tensors: &BTreeMap<String, Tensor>,
+    prefix: &str,
+) -> Result<Converted, EncoderError> {
+    let mut out = Converted::default();
+    let mut qkv: BTreeMap<(String, String), [Option<Tensor>; 3]> = BTreeMap::new();
+    for (name, t) in tensors {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let direct = match rest {
+            "embeddings.cls_token" => Some("cls_token".to_string()),
+            "embeddings.position_embeddings" => Some("pos_embed".to_string()),
+            _ => rest
+                .strip_prefix("embeddings.patch_embeddings.projection.")
+                .map(|p| format!("patch_embed.proj.{p}")),
+        };
+        if let Some(n) = direct {
+            out.tensors.insert(n, t.shallow_clone());
+            continue;
+        }
+        if rest.starts_with("layernorm.") || rest.starts_with("pooler.") {
+            out.unused.push(name.clone());
+            continue;
+        }
+        let Some(layer_rest) = rest.strip_prefix("encoder.layer.") else {
+            out.unknown.push(name.clone());
+            continue;
+        };
+        let Some((i, field)) = layer_rest.split_once('.') else {
+            out.unknown.push(name.clone());
+            continue;
+        };
+        let renamed = [
+            ("layernorm_before.", "norm1."),
+            ("layernorm_after.", "norm2."),
+            ("attention.output.dense.", "attn.proj."),
+            ("intermediate.dense.", "mlp.fc1."),
+            ("output.dense.", "mlp.fc2."),
+        ]
+        .iter()
+        .find_map(|(from, to)| {
+            field
+                .strip_prefix(from)
+                .map(|p| format!("blocks.{i}.{to}{p}"))
+        });
+        if let Some(n) = renamed {
+            out.tensors.insert(n, t.shallow_clone());
+            continue;
+        }
+        let part = ["query", "key", "value"]
+            .iter()
+            .position(|p| field.starts_with(&format!("attention.attention.{p}.")));
+        match (part, field.rsplit_once('.')) {
+            (Some(k), Some((_, param))) => {
+                qkv.entry((i.to_string(), param.to_string())).or_default()[k] =
+                    Some(t.shallow_clone());
+            }
+            _ => out.unknown.push(name.clone()),
+        }
+    }
+    for ((i, param), parts) in qkv {
+        match parts {
+            [Some(q), Some(k), Some(v)] => {
+                out.tensors.insert(
+                    format!("blocks.{i}.attn.qkv.{param}"),
+                    Tensor::cat(&[q, k, v], 0),
+                );
+            }
+            _ => {
+                return Err(EncoderError::Checkpoint(format!(
+                    "layer {i}: the checkpoint lacks one of attention.attention.{{query,key,value}}.{param}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sorts a timm ViT state dict into the tensors the encoder uses and those it does not.
+pub fn from_timm(tensors: &BTreeMap<String, Tensor>) -> Converted {
+    let mut out = Converted::default();
+    for (name, t) in tensors {
+        let ours = name == "cls_token"
+            || name == "pos_embed"
+            || name.starts_with("patch_embed.proj.")
+            || name.starts_with("blocks.");
+        if ours {
+            out.tensors.insert(name.clone(), t.shallow_clone());
+        } else if ["norm.", "fc_norm.", "head.", "head_drop."]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            out.unused.push(name.clone());
+        } else {
+            out.unknown.push(name.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn t(values: &[f32]) -> Tensor {
+        Tensor::from_slice(values)
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
+    }
+
+    #[test]
+    fn hf_query_key_value_are_concatenated_in_that_order() {
+        let mut m = BTreeMap::new();
+        for (p, v) in [("query", 1.0), ("key", 2.0), ("value", 3.0)] {
+            m.insert(
+                format!("dpt.encoder.layer.0.attention.attention.{p}.bias"),
+                t(&[v, v]),
+            );
+        }
+        m.insert("dpt.encoder.layer.0.output.dense.weight".into(), t(&[7.0]));
+        m.insert("dpt.layernorm.weight".into(), t(&[1.0]));
+        m.insert("neck.convs.0.weight".into(), t(&[1.0]));
+        let c = from_hf_dpt(&m, "dpt.").unwrap();
+        let qkv = c
+            .tensors
+            .get("blocks.0.attn.qkv.bias")
+            .expect("qkv bias converted");
+        assert_eq!(
+            Vec::<f32>::try_from(qkv).unwrap(),
+            vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+        );
+        assert!(c.tensors.contains_key("blocks.0.mlp.fc2.weight"));
+        assert_eq!(c.unused, vec!["dpt.layernorm.weight".to_string()]);
+        assert!(
+            c.unknown.is_empty(),
+            "decoder tensors are outside the prefix: {:?}",
+            c.unknown
+        );
+    }
+
+    #[test]
+    fn a_missing_value_projection_is_an_error_naming_the_layer() {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "dpt.encoder.layer.3.attention.attention.query.weight".to_string(),
+            t(&[1.0]),
+        );
+        m.insert(
+            "dpt.encoder.layer.3.attention.attention.key.weight".to_string(),
+            t(&[1.0]),
+        );
+        let msg = from_hf_dpt(&m, "dpt.").unwrap_err().to_string();
+        assert!(msg.contains("layer 3"), "{msg}");
+    }
+
+    #[test]
+    fn timm_classifier_and_final_norm_are_unused() {
+        let mut m = BTreeMap::new();
+        for n in [
+            "cls_token",
+            "pos_embed",
+            "blocks.0.norm1.weight",
+            "norm.weight",
+            "head.weight",
+            "dist_token",
+        ] {
+            m.insert(n.to_string(), t(&[0.0]));
+        }
+        let c = from_timm(&m);
+        assert_eq!(c.tensors.len(), 3);
+        assert_eq!(c.unused.len(), 2);
+        assert_eq!(c.unknown, vec!["dist_token".to_string()]);
+    }
+}

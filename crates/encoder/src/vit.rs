@@ -1,0 +1,283 @@
+//! The ViT backbone of DPT (DESIGN.md section 4; Dosovitskiy et al. 2021, Ranftl et al. 2021):
+//! patch embedding, a readout (class) token, learned position embeddings resized to the input
+//! grid, and pre-LN blocks x + Attn(LN(x)), x + MLP(LN(x)). It returns the hooked block outputs
+//! (before any final norm) as values, and the attention maps of every block when asked.
+
+use std::borrow::Borrow;
+
+use glassbox_attention::{Attention, AttentionMaps};
+use tch::{Kind, Tensor, nn, nn::Module};
+
+use crate::{EncoderError, VitConfig};
+
+/// The two-layer GELU MLP of a block (timm names `fc1`, `fc2`).
+#[derive(Debug)]
+struct Mlp {
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+}
+
+impl Mlp {
+    fn new(path: &nn::Path, cfg: &VitConfig) -> Self {
+        Self {
+            fc1: nn::linear(
+                path / "fc1",
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                Default::default(),
+            ),
+            fc2: nn::linear(
+                path / "fc2",
+                cfg.intermediate_size,
+                cfg.hidden_size,
+                Default::default(),
+            ),
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, dropout: f64, train: bool) -> Tensor {
+        // Exact (erf) GELU, as timm's nn.GELU and HF's "gelu".
+        let h = self.fc1.forward(x).gelu("none");
+        self.fc2.forward(&h).dropout(dropout, train)
+    }
+}
+
+/// One pre-LN transformer block (timm names `norm1`, `attn`, `norm2`, `mlp`).
+#[derive(Debug)]
+pub struct Block {
+    norm1: nn::LayerNorm,
+    attn: Attention,
+    norm2: nn::LayerNorm,
+    mlp: Mlp,
+    hidden_dropout: f64,
+}
+
+impl Block {
+    fn new(path: &nn::Path, cfg: &VitConfig, index: usize) -> Result<Self, EncoderError> {
+        let ln = nn::LayerNormConfig {
+            eps: cfg.layer_norm_eps,
+            ..Default::default()
+        };
+        Ok(Self {
+            norm1: nn::layer_norm(path / "norm1", vec![cfg.hidden_size], ln),
+            attn: Attention::new(path / "attn", &cfg.attention_config()).map_err(|source| {
+                EncoderError::Attention {
+                    block: index + 1,
+                    source,
+                }
+            })?,
+            norm2: nn::layer_norm(path / "norm2", vec![cfg.hidden_size], ln),
+            mlp: Mlp::new(&(path / "mlp"), cfg),
+            hidden_dropout: cfg.hidden_dropout,
+        })
+    }
+
+    /// The block's attention layer, e.g. to read or perturb SVDA's sigma.
+    pub fn attention(&self) -> &Attention {
+        &self.attn
+    }
+
+    fn forward_t(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, glassbox_attention::AttentionError> {
+        let x = x + self.attn.forward_t(&self.norm1.forward(x), train)?;
+        Ok(&x
+            + self
+                .mlp
+                .forward_t(&self.norm2.forward(&x), self.hidden_dropout, train))
+    }
+
+    fn forward_with_maps(
+        &self,
+        x: &Tensor,
+    ) -> Result<(Tensor, AttentionMaps), glassbox_attention::AttentionError> {
+        let maps = self.attn.forward_with_maps(&self.norm1.forward(x))?;
+        let x = x + &maps.output;
+        let out = &x + self.mlp.forward_t(&self.norm2.forward(&x), 0.0, false);
+        Ok((out, maps))
+    }
+}
+
+/// What one encoder pass gives the decoder.
+#[derive(Debug)]
+pub struct EncoderOutput {
+    /// Block outputs at the configured hooks, each B x (1 + h*w) x D, readout token first.
+    pub hooks: Vec<Tensor>,
+    /// The patch grid (h, w) = (H / p, W / p) of the input.
+    pub grid: (i64, i64),
+    /// Attention maps of every block (first block first) when asked for, else empty.
+    pub maps: Vec<AttentionMaps>,
+}
+
+/// The ViT encoder. Parameter names are timm's (`patch_embed.proj`, `cls_token`, `pos_embed`,
+/// `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`), so a timm checkpoint loads
+/// by name; there is no final norm because DPT's hooks read the blocks before it.
+#[derive(Debug)]
+pub struct Encoder {
+    config: VitConfig,
+    patch_embed: nn::Conv2D,
+    cls_token: Tensor,
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+}
+
+impl Encoder {
+    /// Creates the encoder's parameters under `path` (position embeddings and readout token
+    /// drawn from N(0, 0.02^2), as timm and HF initialise them).
+    pub fn new<'a>(
+        path: impl Borrow<nn::Path<'a>>,
+        config: &VitConfig,
+    ) -> Result<Self, EncoderError> {
+        config.validate()?;
+        let path = path.borrow();
+        let p = config.patch_size;
+        let d = config.hidden_size;
+        let conv = nn::ConvConfig {
+            stride: p,
+            ..Default::default()
+        };
+        let patch_embed = nn::conv2d(
+            path / "patch_embed" / "proj",
+            config.num_channels,
+            d,
+            p,
+            conv,
+        );
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        let cls_token = path.var("cls_token", &[1, 1, d], init);
+        let g = config.grid_size();
+        let pos_embed = path.var("pos_embed", &[1, 1 + g * g, d], init);
+        let blocks = (0..config.num_layers)
+            .map(|i| Block::new(&(path / "blocks" / i), config, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            config: config.clone(),
+            patch_embed,
+            cls_token,
+            pos_embed,
+            blocks,
+        })
+    }
+
+    /// The configuration this encoder was built from.
+    pub fn config(&self) -> &VitConfig {
+        &self.config
+    }
+
+    /// The transformer blocks, first block first.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// Checks that `images` is B x C x H x W float with H, W multiples of p, and returns the grid.
+    fn check_images(&self, images: &Tensor) -> Result<(i64, i64), EncoderError> {
+        let p = self.config.patch_size;
+        let c = self.config.num_channels;
+        let shape = images.size();
+        let float = matches!(
+            images.kind(),
+            Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+        );
+        match shape[..] {
+            [b, ch, h, w]
+                if float && b >= 1 && ch == c && h >= p && w >= p && h % p == 0 && w % p == 0 =>
+            {
+                Ok((h / p, w / p))
+            }
+            _ => Err(EncoderError::InputShape {
+                expected: format!("B x {c} x H x W floats with H and W positive multiples of {p}"),
+                kind: images.kind(),
+                shape,
+            }),
+        }
+    }
+
+    /// Position embeddings for a grid of h x w patches: the stored square grid resized bilinearly
+    /// (align_corners = false), the readout token's embedding kept as it is.
+    pub fn position_embeddings(&self, grid: (i64, i64)) -> Tensor {
+        let g = self.config.grid_size();
+        let d = self.config.hidden_size;
+        let readout = self.pos_embed.narrow(1, 0, 1);
+        let patches = self.pos_embed.narrow(1, 1, g * g);
+        if grid == (g, g) {
+            return self.pos_embed.shallow_clone();
+        }
+        let resized = patches
+            .reshape([1, g, g, d])
+            .permute([0, 3, 1, 2])
+            .upsample_bilinear2d([grid.0, grid.1], false, None, None)
+            .permute([0, 2, 3, 1])
+            .reshape([1, grid.0 * grid.1, d]);
+        Tensor::cat(&[readout, resized], 1)
+    }
+
+    /// Patch tokens with the readout token prepended and position embeddings added:
+    /// B x (1 + h*w) x D, plus the grid (h, w).
+    pub fn embed_t(
+        &self,
+        images: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, (i64, i64)), EncoderError> {
+        let grid = self.check_images(images)?;
+        let b = images.size()[0];
+        let d = self.config.hidden_size;
+        let patches = self
+            .patch_embed
+            .forward(images)
+            .flatten(2, 3)
+            .transpose(1, 2);
+        let readout = self.cls_token.expand([b, 1, d], false);
+        let tokens = Tensor::cat(&[readout, patches], 1) + self.position_embeddings(grid);
+        Ok((tokens.dropout(self.config.hidden_dropout, train), grid))
+    }
+
+    /// The training and inference pass: fused attention, no maps kept.
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<EncoderOutput, EncoderError> {
+        let (mut x, grid) = self.embed_t(images, train)?;
+        let mut hooks = Vec::with_capacity(self.config.hooks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block
+                .forward_t(&x, train)
+                .map_err(|source| EncoderError::Attention {
+                    block: i + 1,
+                    source,
+                })?;
+            if self.config.hooks.contains(&(i + 1)) {
+                hooks.push(x.shallow_clone());
+            }
+        }
+        Ok(EncoderOutput {
+            hooks,
+            grid,
+            maps: Vec::new(),
+        })
+    }
+
+    /// The analysis pass (evaluation mode): the same outputs plus every block's attention maps
+    /// (A, and Q^, K^, sigma for SVDA; Q, K for standard), for the spectral indicators.
+    pub fn forward_with_maps(&self, images: &Tensor) -> Result<EncoderOutput, EncoderError> {
+        let (mut x, grid) = self.embed_t(images, false)?;
+        let mut hooks = Vec::with_capacity(self.config.hooks.len());
+        let mut maps = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (out, m) =
+                block
+                    .forward_with_maps(&x)
+                    .map_err(|source| EncoderError::Attention {
+                        block: i + 1,
+                        source,
+                    })?;
+            x = out;
+            maps.push(m);
+            if self.config.hooks.contains(&(i + 1)) {
+                hooks.push(x.shallow_clone());
+            }
+        }
+        Ok(EncoderOutput { hooks, grid, maps })
+    }
+}

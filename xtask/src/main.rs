@@ -1,0 +1,174 @@
+//! `cargo xtask`: the project's automation, written in Rust so that CI and people run the same
+//! commands. It prepares libtorch and the system libraries, then runs cargo and our binaries with
+//! the right environment. It never links libtorch itself.
+
+mod libtorch;
+mod system;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "glassbox automation: setup, test, data generation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install or locate libtorch 2.13.0 and the system libraries (run by every other command).
+    Setup,
+    /// Print the environment (`export ...` lines) that xtask gives cargo, for `eval` in a shell.
+    Env,
+    /// Run the workspace tests: `cargo xtask test [CARGO TEST ARGS]`, e.g. `-p glassbox-losses`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Render synthetic scenes to disk in the NYU or KITTI layout, with a contact sheet PNG.
+    GenData {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    let env = BuildEnv::prepare(&root)?;
+    match cli.command {
+        Cmd::Setup => {
+            let t = &env.torch;
+            println!("libtorch {} at {}", t.version, t.libtorch.display());
+            if let Some(p) = &t.python {
+                println!("python reference peer: {}", p.display());
+            }
+        }
+        Cmd::Env => {
+            for (k, v) in env.vars() {
+                println!("export {}=\"{}\"", k, v.to_string_lossy());
+            }
+        }
+        Cmd::Test { args } => {
+            let mut cmd = env.cargo("test");
+            if !args.iter().any(|a| {
+                a == "-p" || a == "--package" || a.to_string_lossy().starts_with("--package=")
+            }) {
+                cmd.arg("--workspace");
+            }
+            run(cmd.args(args))?;
+        }
+        Cmd::GenData { args } => {
+            let mut cmd = env.cargo("run");
+            cmd.args([
+                "--release",
+                "--quiet",
+                "-p",
+                "glassbox-data",
+                "--features",
+                "cli",
+                "--bin",
+                "glassbox-data",
+                "--",
+                "gen-data",
+            ]);
+            run(cmd.args(args))?;
+        }
+    }
+    Ok(())
+}
+
+/// The environment every cargo invocation of ours gets.
+struct BuildEnv {
+    torch: libtorch::Torch,
+    real_data: Option<PathBuf>,
+}
+
+impl BuildEnv {
+    fn prepare(root: &Path) -> Result<Self> {
+        system::ensure_openblas()?;
+        let torch = libtorch::ensure(&cache_dir()?)?;
+        let real_data = std::env::var_os("GLASSBOX_REAL_DATA")
+            .map(PathBuf::from)
+            .or_else(|| Some(root.join("../shared/data/real")).filter(|p| p.is_dir()))
+            .map(|p| p.canonicalize().unwrap_or(p));
+        Ok(Self { torch, real_data })
+    }
+
+    fn vars(&self) -> Vec<(&'static str, OsString)> {
+        // The rpath lets our binaries and tests find libtorch without LD_LIBRARY_PATH; torch's
+        // own libraries find the CUDA wheels through their RUNPATH.
+        let rpath = format!("-C link-arg=-Wl,-rpath,{}", self.torch.lib_dir().display());
+        let with_rpath = |var: &str| match std::env::var(var) {
+            Ok(user) if user.contains(&rpath) => user,
+            Ok(user) if !user.trim().is_empty() => format!("{user} {rpath}"),
+            _ => rpath.clone(),
+        };
+        let mut vars = vec![
+            ("LIBTORCH", self.torch.libtorch.clone().into_os_string()),
+            ("LIBTORCH_CXX11_ABI", "1".into()),
+            ("RUSTFLAGS", with_rpath("RUSTFLAGS").into()),
+            // Doctests are linked by rustdoc, which reads its own flags.
+            ("RUSTDOCFLAGS", with_rpath("RUSTDOCFLAGS").into()),
+        ];
+        if let Some(p) = &self.torch.python {
+            vars.push(("GLASSBOX_PYTHON", p.clone().into_os_string()));
+        }
+        if let Some(p) = &self.real_data {
+            vars.push(("GLASSBOX_REAL_DATA", p.clone().into_os_string()));
+        }
+        vars
+    }
+
+    fn cargo(&self, subcommand: &str) -> Command {
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.arg(subcommand);
+        // LIBTORCH_USE_PYTORCH would make torch-sys ignore LIBTORCH; we resolved it already.
+        cmd.env_remove("LIBTORCH_USE_PYTORCH");
+        for (k, v) in self.vars() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!(
+            "{:?} failed ({status})",
+            cmd.get_args().next().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Outside the repository, so a fresh clone reuses the 5 GB install and `git clean` never drops it.
+fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("GLASSBOX_CACHE_DIR").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir).join("glassbox"));
+    }
+    let home = std::env::var_os("HOME").context("neither GLASSBOX_CACHE_DIR, XDG_CACHE_HOME nor HOME is set: set GLASSBOX_CACHE_DIR to a folder for the libtorch venv")?;
+    Ok(PathBuf::from(home).join(".cache").join("glassbox"))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
