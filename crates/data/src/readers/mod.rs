@@ -1,0 +1,424 @@
+//! Readers for the real datasets (DESIGN.md section 10): NYU-v2 "sync" (RGB JPEG + 16-bit depth
+//! PNG in millimetres), KITTI (RGB PNG + 16-bit depth PNG, value / 256 m, Eigen split lists, Garg
+//! and KB crops), 7-Scenes (`frame-NNNNNN.color.jpg` + `.depth.png` in mm, contiguous-block
+//! splits) and ADE20K-style image + 8-bit label PNG pairs. In every depth format 0 means invalid.
+//!
+//! All of them are one [`FileDataset`]: a list of file triples plus the depth scale and a crop.
+//! Opening checks that listed files exist; decoding happens in [`Dataset::get`], which returns a
+//! typed error naming the file for anything wrong (the batch loader's `skip_bad` skips and counts).
+
+pub mod split;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, s};
+
+use crate::error::{DataError, Result};
+use crate::io::{read_depth_png, read_labels_png, read_rgb};
+use crate::sample::{Dataset, Sample, validate_depth};
+pub use split::{SplitEntry, format_split, parse_split, read_split};
+
+/// NYU-v2 depth PNG scale: value / 1000 = metres.
+pub const NYU_DEPTH_SCALE: f32 = 1.0 / 1000.0;
+/// KITTI depth PNG scale: value / 256 = metres.
+pub const KITTI_DEPTH_SCALE: f32 = 1.0 / 256.0;
+/// 7-Scenes depth PNG scale: millimetres.
+pub const SEVEN_SCENES_DEPTH_SCALE: f32 = 1.0 / 1000.0;
+
+/// Optional crop applied when a sample is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Crop {
+    /// Full frame.
+    #[default]
+    None,
+    /// KITTI benchmark (KB) crop: the bottom 352 rows and the centre 1216 columns, cut out of the
+    /// image (what the KITTI online benchmark and most KITTI training code use).
+    KittiBenchmark,
+    /// Garg crop for KITTI evaluation: depth outside rows 0.40810811H..0.99189189H, columns
+    /// 0.03594771W..0.96405229W is marked invalid; the image keeps its size (context for the model).
+    Garg,
+    /// Eigen crop for NYU evaluation (rows 45..471, columns 41..601 of 480x640, scaled to the
+    /// image size): depth outside is marked invalid; the image keeps its size.
+    Eigen,
+}
+
+/// Per-reader options.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ReaderOptions {
+    /// Skip (and count) listed samples whose files are missing instead of failing to open.
+    pub skip_bad: bool,
+    /// Crop applied to every sample.
+    pub crop: Crop,
+}
+
+/// One sample's files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileEntry {
+    /// RGB image.
+    pub rgb: PathBuf,
+    /// Depth PNG, if the sample has depth ground truth.
+    pub depth: Option<PathBuf>,
+    /// Label PNG, if the sample has labels.
+    pub labels: Option<PathBuf>,
+    /// Focal length in pixels, when known.
+    pub focal: Option<f32>,
+}
+
+/// A dataset of image files on disk; see the module docs for the formats.
+#[derive(Debug, Clone)]
+pub struct FileDataset {
+    entries: Vec<FileEntry>,
+    depth_scale: f32,
+    options: ReaderOptions,
+    skipped: Vec<(PathBuf, String)>,
+}
+
+impl FileDataset {
+    /// Builds a dataset from explicit entries, checking that every named file exists (missing
+    /// ones are an error, or skipped and recorded with `skip_bad`).
+    pub fn from_entries(
+        entries: Vec<FileEntry>,
+        depth_scale: f32,
+        options: ReaderOptions,
+    ) -> Result<Self> {
+        let mut kept = Vec::with_capacity(entries.len());
+        let mut skipped = Vec::new();
+        for entry in entries {
+            let missing = std::iter::once(&entry.rgb)
+                .chain(entry.depth.iter())
+                .chain(entry.labels.iter())
+                .find(|p| !p.is_file());
+            match missing {
+                None => kept.push(entry),
+                Some(path) if options.skip_bad => {
+                    skipped.push((path.clone(), "missing file".to_string()))
+                }
+                Some(path) => {
+                    return Err(DataError::io(
+                        path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "listed file does not exist",
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(FileDataset {
+            entries: kept,
+            depth_scale,
+            options,
+            skipped,
+        })
+    }
+
+    /// Samples of a split list: RGB paths relative to `rgb_root`, depth and label paths relative to
+    /// `depth_root`. Lines whose depth is `None` are kept (the sample has no valid depth).
+    pub fn from_split(
+        list: &Path,
+        rgb_root: &Path,
+        depth_root: &Path,
+        depth_scale: f32,
+        options: ReaderOptions,
+    ) -> Result<Self> {
+        let entries = read_split(list)?
+            .into_iter()
+            .map(|e| FileEntry {
+                rgb: rgb_root.join(e.rgb),
+                depth: e.depth.map(|d| depth_root.join(d)),
+                labels: e.labels.map(|l| depth_root.join(l)),
+                focal: e.focal,
+            })
+            .collect();
+        Self::from_entries(entries, depth_scale, options)
+    }
+
+    /// NYU-v2 sync samples from a split list (paths relative to `root`), depth in millimetres.
+    pub fn nyu_split(list: &Path, root: &Path, options: ReaderOptions) -> Result<Self> {
+        Self::from_split(list, root, root, NYU_DEPTH_SCALE, options)
+    }
+
+    /// All NYU-v2 sync samples in one folder: `rgb_XXXXX.jpg` with `sync_depth_XXXXX.png` beside
+    /// it and, when present, `label_XXXXX.png` (written by `gen-data`), sorted by name.
+    pub fn nyu_dir(dir: &Path, options: ReaderOptions) -> Result<Self> {
+        let entries = list_dir(dir)?
+            .into_iter()
+            .filter_map(|name| {
+                let id = name.strip_prefix("rgb_")?.strip_suffix(".jpg")?.to_string();
+                let labels = dir.join(format!("label_{id}.png"));
+                Some(FileEntry {
+                    rgb: dir.join(&name),
+                    depth: Some(dir.join(format!("sync_depth_{id}.png"))),
+                    labels: labels.is_file().then_some(labels),
+                    focal: None,
+                })
+            })
+            .collect();
+        Self::from_entries(entries, NYU_DEPTH_SCALE, options)
+    }
+
+    /// KITTI samples from an Eigen-style split list: RGB relative to `rgb_root` (the raw data),
+    /// ground truth relative to `depth_root` (the annotated depth), value / 256 m.
+    pub fn kitti_split(
+        list: &Path,
+        rgb_root: &Path,
+        depth_root: &Path,
+        options: ReaderOptions,
+    ) -> Result<Self> {
+        Self::from_split(list, rgb_root, depth_root, KITTI_DEPTH_SCALE, options)
+    }
+
+    /// KITTI samples from two folders of equally named PNGs (`rgb/` and `depth/`, as in the
+    /// project's kitti-samples), plus an optional folder of label PNGs.
+    pub fn kitti_dirs(
+        rgb_dir: &Path,
+        depth_dir: &Path,
+        label_dir: Option<&Path>,
+        options: ReaderOptions,
+    ) -> Result<Self> {
+        let entries = list_dir(rgb_dir)?
+            .into_iter()
+            .filter(|n| n.ends_with(".png"))
+            .map(|name| FileEntry {
+                rgb: rgb_dir.join(&name),
+                depth: Some(depth_dir.join(&name)),
+                labels: label_dir.map(|d| d.join(&name)),
+                focal: None,
+            })
+            .collect();
+        Self::from_entries(entries, KITTI_DEPTH_SCALE, options)
+    }
+
+    /// 7-Scenes frames `frames` of one sequence folder (`frame-NNNNNN.color.jpg` and
+    /// `.depth.png`, millimetres). Use contiguous ranges for train/val (see [`SevenScenesSplit`]):
+    /// neighbouring frames of a 30 fps sequence are near-duplicates.
+    pub fn seven_scenes(dir: &Path, frames: Range<usize>, options: ReaderOptions) -> Result<Self> {
+        let entries = frames
+            .map(|i| FileEntry {
+                rgb: dir.join(format!("frame-{i:06}.color.jpg")),
+                depth: Some(dir.join(format!("frame-{i:06}.depth.png"))),
+                labels: None,
+                focal: Some(585.0),
+            })
+            .collect();
+        Self::from_entries(entries, SEVEN_SCENES_DEPTH_SCALE, options)
+    }
+
+    /// ADE20K-style segmentation pairs: every `images_dir/NAME.jpg` (or `.png`) with
+    /// `labels_dir/NAME.png` (8-bit, 0 = ignore). Samples have no depth (mask all false).
+    pub fn ade20k(images_dir: &Path, labels_dir: &Path, options: ReaderOptions) -> Result<Self> {
+        let entries = list_dir(images_dir)?
+            .into_iter()
+            .filter_map(|name| {
+                let stem = name
+                    .strip_suffix(".jpg")
+                    .or_else(|| name.strip_suffix(".png"))?;
+                Some(FileEntry {
+                    rgb: images_dir.join(&name),
+                    depth: None,
+                    labels: Some(labels_dir.join(format!("{stem}.png"))),
+                    focal: None,
+                })
+            })
+            .collect();
+        Self::from_entries(entries, 1.0, options)
+    }
+
+    /// The files of each sample, in dataset order.
+    pub fn entries(&self) -> &[FileEntry] {
+        &self.entries
+    }
+
+    /// Samples left out at opening with `skip_bad`, with the reason.
+    pub fn skipped(&self) -> &[(PathBuf, String)] {
+        &self.skipped
+    }
+
+    fn load(&self, entry: &FileEntry) -> Result<Sample> {
+        let rgb = read_rgb(&entry.rgb)?;
+        let (_, h, w) = rgb.dim();
+        let check = |path: &Path, (fh, fw): (usize, usize)| {
+            if (fh, fw) == (h, w) {
+                Ok(())
+            } else {
+                Err(DataError::SizeMismatch {
+                    path: path.to_path_buf(),
+                    expected_w: w,
+                    expected_h: h,
+                    found_w: fw,
+                    found_h: fh,
+                })
+            }
+        };
+        let depth = match &entry.depth {
+            Some(path) => {
+                let depth = read_depth_png(path, self.depth_scale)?;
+                check(path, depth.dim())?;
+                validate_depth(&path.display().to_string(), &depth)?;
+                depth
+            }
+            None => Array2::zeros((h, w)),
+        };
+        let labels = match &entry.labels {
+            Some(path) => {
+                let labels = read_labels_png(path)?;
+                check(path, labels.dim())?;
+                Some(labels)
+            }
+            None => None,
+        };
+        let name = entry
+            .rgb
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let mut sample = Sample::from_depth(name, rgb, depth, labels)?;
+        apply_crop(&mut sample, self.options.crop, &entry.rgb)?;
+        Ok(sample)
+    }
+}
+
+impl Dataset for FileDataset {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn get(&self, index: usize) -> Result<Sample> {
+        let entry = self.entries.get(index).ok_or(DataError::IndexOutOfRange {
+            index,
+            len: self.entries.len(),
+        })?;
+        self.load(entry)
+    }
+}
+
+/// Contiguous-block train/validation frame ranges for a 7-Scenes sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SevenScenesSplit {
+    /// Training frames.
+    pub train: Range<usize>,
+    /// Validation frames.
+    pub val: Range<usize>,
+}
+
+impl Default for SevenScenesSplit {
+    /// Frames 0-499 train, 500-599 validation: the 600-frame redkitchen sample in shared data.
+    fn default() -> Self {
+        SevenScenesSplit {
+            train: 0..500,
+            val: 500..600,
+        }
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Garg crop rectangle (rows, columns) for an H x W KITTI image.
+pub fn garg_crop(h: usize, w: usize) -> (Range<usize>, Range<usize>) {
+    let r = |f: f64, n: usize| (f * n as f64) as usize;
+    (
+        r(0.40810811, h)..r(0.99189189, h),
+        r(0.03594771, w)..r(0.96405229, w),
+    )
+}
+
+/// Eigen crop rectangle (rows, columns) for an H x W NYU image (45..471, 41..601 at 480x640).
+pub fn eigen_crop(h: usize, w: usize) -> (Range<usize>, Range<usize>) {
+    let r = |v: usize, full: usize, n: usize| v * n / full;
+    (r(45, 480, h)..r(471, 480, h), r(41, 640, w)..r(601, 640, w))
+}
+
+fn keep_only(sample: &mut Sample, (rows, cols): (Range<usize>, Range<usize>)) {
+    for ((y, x), m) in sample.mask.indexed_iter_mut() {
+        if !(rows.contains(&y) && cols.contains(&x)) {
+            *m = false;
+        }
+    }
+    ndarray::Zip::from(&mut sample.depth)
+        .and(&sample.mask)
+        .for_each(|d, &m| {
+            if !m {
+                *d = 0.0;
+            }
+        });
+}
+
+fn apply_crop(sample: &mut Sample, crop: Crop, path: &Path) -> Result<()> {
+    let (h, w) = (sample.height(), sample.width());
+    match crop {
+        Crop::None => {}
+        Crop::Garg => keep_only(sample, garg_crop(h, w)),
+        Crop::Eigen => keep_only(sample, eigen_crop(h, w)),
+        Crop::KittiBenchmark => {
+            const KB_H: usize = 352;
+            const KB_W: usize = 1216;
+            if h < KB_H || w < KB_W {
+                return Err(DataError::WrongFormat {
+                    path: path.to_path_buf(),
+                    expected: "an image of at least 1216x352 for the KB crop",
+                    found: format!("{w}x{h}"),
+                });
+            }
+            let (top, left) = (h - KB_H, (w - KB_W) / 2);
+            let (rows, cols) = (top..top + KB_H, left..left + KB_W);
+            sample.rgb = sample
+                .rgb
+                .slice(s![.., rows.clone(), cols.clone()])
+                .to_owned();
+            sample.depth = sample
+                .depth
+                .slice(s![rows.clone(), cols.clone()])
+                .to_owned();
+            sample.mask = sample.mask.slice(s![rows.clone(), cols.clone()]).to_owned();
+            if let Some(l) = &mut sample.labels {
+                *l = l.slice(s![rows, cols]).to_owned();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garg_and_eigen_crops_match_the_published_rectangles() {
+        assert_eq!(eigen_crop(480, 640), (45..471, 41..601));
+        let (rows, cols) = garg_crop(375, 1242);
+        assert_eq!((rows.start, rows.end), (153, 371));
+        assert_eq!((cols.start, cols.end), (44, 1197));
+    }
+
+    #[test]
+    fn missing_listed_file_fails_or_is_skipped_and_counted() {
+        let entry = FileEntry {
+            rgb: PathBuf::from("/nonexistent/a.jpg"),
+            depth: None,
+            labels: None,
+            focal: None,
+        };
+        let err = FileDataset::from_entries(vec![entry.clone()], 1.0, ReaderOptions::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/a.jpg"), "{err}");
+        let ds = FileDataset::from_entries(
+            vec![entry],
+            1.0,
+            ReaderOptions {
+                skip_bad: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(ds.len(), 0);
+        assert_eq!(ds.skipped().len(), 1);
+    }
+}

@@ -1,0 +1,172 @@
+//! Readers on the real frames in shared/data/real: sizes, value ranges and valid fractions as the
+//! README there states them.
+
+mod common;
+
+use glassbox_data::readers::{Crop, FileDataset, ReaderOptions, SevenScenesSplit};
+use glassbox_data::{Dataset, Sample};
+
+fn depth_stats(s: &Sample) -> (f32, f32, f64) {
+    let valid: Vec<f32> = s
+        .depth
+        .iter()
+        .zip(s.mask.iter())
+        .filter(|(_, m)| **m)
+        .map(|(d, _)| *d)
+        .collect();
+    let lo = valid.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = valid.iter().copied().fold(0.0, f32::max);
+    (lo, hi, s.valid_fraction())
+}
+
+fn rgb_in_range(s: &Sample) -> bool {
+    s.rgb.iter().all(|v| (-1.0..=1.0).contains(v))
+        && s.rgb.iter().any(|&v| v > 0.0)
+        && s.rgb.iter().any(|&v| v < 0.0)
+}
+
+#[test]
+fn nyu_sync_samples_are_640x480_with_depth_within_10_m() {
+    let ds = FileDataset::nyu_dir(
+        &common::real_data().join("nyu-sync-samples"),
+        ReaderOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(ds.len(), 3);
+    for i in 0..ds.len() {
+        let s = ds.get(i).unwrap();
+        assert_eq!((s.height(), s.width()), (480, 640), "{}", s.name);
+        assert!(s.labels.is_none());
+        assert!(rgb_in_range(&s));
+        let (lo, hi, valid) = depth_stats(&s);
+        assert!(lo > 0.2 && hi <= 10.0, "{}: depth {lo}..{hi}", s.name);
+        assert!(valid > 0.5, "{}: valid fraction {valid}", s.name);
+    }
+}
+
+#[test]
+fn nyu_eigen_crop_masks_the_border() {
+    let dir = common::real_data().join("nyu-sync-samples");
+    let full = FileDataset::nyu_dir(&dir, ReaderOptions::default())
+        .unwrap()
+        .get(0)
+        .unwrap();
+    let cropped = FileDataset::nyu_dir(
+        &dir,
+        ReaderOptions {
+            crop: Crop::Eigen,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .get(0)
+    .unwrap();
+    assert!(!cropped.mask[[10, 320]] && !cropped.mask[[240, 20]]);
+    assert!(cropped.valid_fraction() < full.valid_fraction());
+    assert_eq!(cropped.mask.dim(), (480, 640));
+}
+
+#[test]
+fn kitti_samples_are_1242x375_sparse_and_within_85_m() {
+    let root = common::real_data().join("kitti-samples");
+    let ds = FileDataset::kitti_dirs(
+        &root.join("rgb"),
+        &root.join("depth"),
+        None,
+        ReaderOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(ds.len(), 3);
+    for i in 0..ds.len() {
+        let s = ds.get(i).unwrap();
+        assert_eq!((s.height(), s.width()), (375, 1242));
+        assert!(rgb_in_range(&s));
+        let (lo, hi, valid) = depth_stats(&s);
+        assert!(
+            (1.0..10.0).contains(&lo) && hi > 50.0 && hi < 90.0,
+            "{}: depth {lo}..{hi}",
+            s.name
+        );
+        assert!(
+            (0.1..0.3).contains(&valid),
+            "{}: valid fraction {valid}",
+            s.name
+        );
+    }
+}
+
+#[test]
+fn kitti_kb_crop_is_352x1216_and_garg_crop_masks_the_top() {
+    let root = common::real_data().join("kitti-samples");
+    let open = |crop| {
+        FileDataset::kitti_dirs(
+            &root.join("rgb"),
+            &root.join("depth"),
+            None,
+            ReaderOptions {
+                crop,
+                skip_bad: false,
+            },
+        )
+        .unwrap()
+    };
+    let full = open(Crop::None).get(1).unwrap();
+    let kb = open(Crop::KittiBenchmark).get(1).unwrap();
+    assert_eq!((kb.height(), kb.width()), (352, 1216));
+    // KB keeps the bottom rows and the centre columns: pixel (374, 13) of the full frame is (351, 0).
+    assert_eq!(kb.depth[[351, 0]], full.depth[[374, 13]]);
+    assert_eq!(kb.rgb[[0, 351, 0]], full.rgb[[0, 374, 13]]);
+    let garg = open(Crop::Garg).get(1).unwrap();
+    assert!(
+        garg.mask
+            .rows()
+            .into_iter()
+            .take(150)
+            .all(|r| r.iter().all(|m| !m))
+    );
+    assert!(garg.valid_fraction() > 0.0);
+}
+
+#[test]
+fn seven_scenes_splits_are_contiguous_blocks_of_500_and_100_frames_about_90_percent_valid() {
+    let dir = common::real_data().join("7scenes-redkitchen");
+    let split = SevenScenesSplit::default();
+    let train =
+        FileDataset::seven_scenes(&dir, split.train.clone(), ReaderOptions::default()).unwrap();
+    let val = FileDataset::seven_scenes(&dir, split.val.clone(), ReaderOptions::default()).unwrap();
+    assert_eq!((train.len(), val.len()), (500, 100));
+    assert!(train.entries()[499].rgb.ends_with("frame-000499.color.jpg"));
+    assert!(val.entries()[0].rgb.ends_with("frame-000500.color.jpg"));
+    for s in [
+        train.get(0).unwrap(),
+        train.get(499).unwrap(),
+        val.get(99).unwrap(),
+    ] {
+        assert_eq!((s.height(), s.width()), (480, 640));
+        assert!(rgb_in_range(&s));
+        let (lo, hi, valid) = depth_stats(&s);
+        assert!((0.8..0.97).contains(&valid), "{}: valid {valid}", s.name);
+        assert!(
+            lo > 0.3 && lo < 1.2 && hi > 2.0 && hi < 4.5,
+            "{}: depth {lo}..{hi}",
+            s.name
+        );
+    }
+}
+
+#[test]
+fn seven_scenes_range_past_the_sequence_fails_naming_the_frame_or_skips_with_skip_bad() {
+    let dir = common::real_data().join("7scenes-redkitchen");
+    let err = FileDataset::seven_scenes(&dir, 598..602, ReaderOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("frame-000600"), "{err}");
+    let ds = FileDataset::seven_scenes(
+        &dir,
+        598..602,
+        ReaderOptions {
+            skip_bad: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((ds.len(), ds.skipped().len()), (2, 2));
+}

@@ -1,0 +1,39 @@
+//! The six spectral indicators of attention heads (DESIGN.md section 9), computed from the tensors
+//! the explicit attention path exposes (A, and for SVDA sigma, Q^, K^), without libtorch:
+//!
+//! 1. spectral entropy of sigma ([`spectral_entropy`]),
+//! 2. effective rank of the score matrix via a d x d QR core ([`effective_rank`]),
+//! 3. spectral sparsity: Hoyer sparsity and share of small sigma ([`hoyer_sparsity`],
+//!    [`small_sigma_share`]),
+//! 4. angular alignment ([`angular_alignment`]),
+//! 5. selectivity ([`selectivity`]),
+//! 6. perturbation robustness ([`perturbation_robustness`]).
+//!
+//! [`compute_head`] evaluates all of them for one head, [`SpectralRecord::compute`] for a whole
+//! model in parallel, ready to append to `spectral.jsonl`. Inputs may be `f32` or `f64`; the maths
+//! is f64. Bad inputs are [`SpectralError`]s, never NaN indicators. Definitions, reading guide and
+//! numerical choices: `docs/spectral.md`.
+
+// Links the system OpenBLAS/LAPACK that ndarray-linalg calls into.
+extern crate openblas_src;
+
+mod error;
+mod head;
+mod kernels;
+mod map;
+mod rank;
+mod real;
+mod record;
+mod sigma;
+mod validate;
+
+pub use error::{Result, SpectralError};
+pub use head::{AttentionKind, HeadIndicators, HeadInput, Indicator, Indicators, compute_head};
+pub use map::{angular_alignment, perturbation_robustness, selectivity};
+pub use rank::{
+    RANK_CUTOFF, effective_rank, effective_rank_from_singular_values, score_singular_values,
+};
+pub use real::Real;
+pub use record::{DepthProfile, LayerIndicators, SpectralRecord, compute_layer};
+pub use sigma::{SMALL_SIGMA_FRACTION, hoyer_sparsity, small_sigma_share, spectral_entropy};
+pub use validate::ROW_SUM_TOLERANCE;
