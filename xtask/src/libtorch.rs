@@ -248,7 +248,7 @@ fn pip_install(python: &Path) -> Result<()> {
         ]
         .iter()
         .any(|s| err.contains(s));
-        if unreachable {
+        if unreachable || (err.contains("from versions: none") && !index_reachable(python)) {
             bail!(
                 "PyPI is unreachable, so torch=={TORCH_VERSION} cannot be installed: check the network or proxy (pip's PIP_INDEX_URL), or set LIBTORCH to an unpacked libtorch {TORCH_VERSION}"
             );
@@ -262,6 +262,24 @@ fn pip_install(python: &Path) -> Result<()> {
         bail!("pip install failed:\n{}", tail.join("\n"));
     }
     Ok(())
+}
+
+/// Whether pip can list anything at all from its index: when it cannot, "no matching
+/// distribution" means the registry is unreachable, not that torch lacks a wheel for us.
+fn index_reachable(python: &Path) -> bool {
+    Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "index",
+            "versions",
+            "pip",
+            "--disable-pip-version-check",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Asks a Python interpreter where its torch lives and which version it is.

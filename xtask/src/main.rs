@@ -2,6 +2,7 @@
 //! commands. It prepares libtorch and the system libraries, then runs cargo and our binaries with
 //! the right environment. It never links libtorch itself.
 
+mod bench;
 mod libtorch;
 mod system;
 
@@ -38,14 +39,46 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Train a DPT (default: dpt-tiny on synthetic indoor scenes, CPU, a few minutes), e.g.
+    /// `cargo xtask train --preset sevenscenes --attention svda`; see `glassbox train --help`.
+    Train {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Evaluate a checkpoint: `--checkpoint C --dataset nyu|kitti|sevenscenes|synthetic --root PATH`.
+    Eval {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Colour-mapped depth (and attention) PNGs: `--checkpoint C [--attention-layer L --token T] IMAGES...`.
+    Predict {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Spectral figures and index.html of run folders: `cargo xtask report RUN_DIR... [--out DIR]`.
+    Report {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Time whole-DPT inference and train steps, ours vs HF transformers (PyTorch eager), same
+    /// threads; writes target/bench/dpt.{md,json}.
+    Bench(bench::BenchArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    // One clear sentence, not a backtrace: these errors are about the machine, not our code.
+    if let Err(e) = run_cli(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     let env = BuildEnv::prepare(&root)?;
     match cli.command {
+        Cmd::Bench(args) => bench::bench(&env, &root, &args)?,
         Cmd::Setup => {
             let t = &env.torch;
             println!("libtorch {} at {}", t.version, t.libtorch.display());
@@ -67,6 +100,10 @@ fn main() -> Result<()> {
             }
             run(cmd.args(args))?;
         }
+        Cmd::Train { args } => run_glassbox(&env, "train", args)?,
+        Cmd::Eval { args } => run_glassbox(&env, "eval", args)?,
+        Cmd::Predict { args } => run_glassbox(&env, "predict", args)?,
+        Cmd::Report { args } => run_glassbox(&env, "report", args)?,
         Cmd::GenData { args } => {
             let mut cmd = env.cargo("run");
             cmd.args([
@@ -85,6 +122,22 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `glassbox <subcommand> ARGS` (glassbox-trainer's binary) in release mode.
+fn run_glassbox(env: &BuildEnv, subcommand: &str, args: Vec<OsString>) -> Result<()> {
+    let mut cmd = env.cargo("run");
+    cmd.args([
+        "--release",
+        "--quiet",
+        "-p",
+        "glassbox-trainer",
+        "--bin",
+        "glassbox",
+        "--",
+        subcommand,
+    ]);
+    run(cmd.args(args))
 }
 
 /// The environment every cargo invocation of ours gets.

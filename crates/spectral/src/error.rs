@@ -88,6 +88,34 @@ pub enum SpectralError {
     /// Writing a JSONL line failed.
     #[error("writing spectral record: {0}")]
     Io(#[from] std::io::Error),
+
+    /// A run file (log, figure, report page) that could not be opened, read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A line of a run log that is not a record.
+    #[error("{}, line {line}: {source}", path.display())]
+    Line {
+        path: std::path::PathBuf,
+        line: usize,
+        #[source]
+        source: Box<SpectralError>,
+    },
+
+    /// A figure that could not be drawn (plotters backend or font error).
+    #[error("drawing {}: {message}", path.display())]
+    Plot {
+        path: std::path::PathBuf,
+        message: String,
+    },
+
+    /// A report asked for with nothing to show (no run folder, or a run without records).
+    #[error("{what}: {expected}")]
+    NothingToPlot { what: String, expected: String },
 }
 
 /// Result alias of this crate.

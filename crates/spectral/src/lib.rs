@@ -11,7 +11,8 @@
 //!
 //! [`compute_head`] evaluates all of them for one head, [`SpectralRecord::compute`] for a whole
 //! model in parallel, ready to append to `spectral.jsonl`. Inputs may be `f32` or `f64`; the maths
-//! is f64. Bad inputs are [`SpectralError`]s, never NaN indicators. Definitions, reading guide and
+//! is f64. With the `plot` feature, [`plot`] draws the logs of a run and [`report::render`]
+//! writes a whole report (figures and `index.html`) from run folders. Bad inputs are [`SpectralError`]s, never NaN indicators. Definitions, reading guide and
 //! numerical choices: `docs/spectral.md`.
 
 // Links the system OpenBLAS/LAPACK that ndarray-linalg calls into.
@@ -21,9 +22,14 @@ mod error;
 mod head;
 mod kernels;
 mod map;
+#[cfg(feature = "plot")]
+pub mod plot;
 mod rank;
 mod real;
 mod record;
+#[cfg(feature = "plot")]
+pub mod report;
+mod run;
 mod sigma;
 mod validate;
 
@@ -35,5 +41,9 @@ pub use rank::{
 };
 pub use real::Real;
 pub use record::{DepthProfile, LayerIndicators, SpectralRecord, compute_layer};
+pub use run::{
+    ATTENTION_DIR, SIGMA_FILE, SPECTRAL_FILE, SigmaSpectra, append_line, layer_table,
+    read_sigma_log, read_spectral_log,
+};
 pub use sigma::{SMALL_SIGMA_FRACTION, hoyer_sparsity, small_sigma_share, spectral_entropy};
 pub use validate::ROW_SUM_TOLERANCE;

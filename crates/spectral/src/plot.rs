@@ -1,0 +1,379 @@
+//! Figures of the spectral logs (DESIGN.md sections 9 and 11), each written as SVG and PNG:
+//! indicators over training steps (one line per layer), depth profiles of several runs side by
+//! side (one panel per indicator) and SVDA sigma spectra (sorted |sigma|, one line per head).
+//!
+//! Drawn with plotters. PNG text needs a font: DejaVu Sans is embedded (the `dejavu` crate) and
+//! registered with plotters' `ab_glyph` backend, so figures look the same on every machine and
+//! need no system font. SVG text is left to the viewer's sans-serif font.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use crate::error::{Result, SpectralError};
+use crate::head::Indicator;
+use crate::record::SpectralRecord;
+use crate::run::SigmaSpectra;
+
+/// A figure that can be drawn on any plotters backend, so SVG and PNG come from one code path.
+trait Figure {
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), String>;
+}
+
+/// Writes `figure` as `<stem>.svg` and `<stem>.png` and returns both paths.
+fn render<F: Figure>(figure: &F, stem: &Path) -> Result<Vec<PathBuf>> {
+    register_fonts()?;
+    if let Some(dir) = stem.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| SpectralError::File {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let svg = stem.with_extension("svg");
+    let png = stem.with_extension("png");
+    let plot_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |message: String| SpectralError::Plot { path, message }
+    };
+    {
+        let root = SVGBackend::new(&svg, figure.size()).into_drawing_area();
+        figure.draw(&root).map_err(plot_error(&svg))?;
+        root.present()
+            .map_err(|e| plot_error(&svg)(e.to_string()))?;
+    }
+    {
+        let root = BitMapBackend::new(&png, figure.size()).into_drawing_area();
+        figure.draw(&root).map_err(plot_error(&png))?;
+        root.present()
+            .map_err(|e| plot_error(&png)(e.to_string()))?;
+    }
+    Ok(vec![svg, png])
+}
+
+fn register_fonts() -> Result<()> {
+    static REGISTER: Once = Once::new();
+    let mut failed = false;
+    REGISTER.call_once(|| {
+        failed = register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_err()
+            || register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold()).is_err();
+    });
+    if failed {
+        return Err(SpectralError::Plot {
+            path: PathBuf::from("DejaVuSans.ttf"),
+            message: "the embedded font could not be parsed".into(),
+        });
+    }
+    Ok(())
+}
+
+/// One line of a panel: label, colour and points.
+struct Line {
+    label: String,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+}
+
+/// One chart: a title, axis names and its lines.
+struct Panel {
+    title: String,
+    x_desc: String,
+    y_desc: String,
+    lines: Vec<Line>,
+}
+
+/// Panels on a grid of `cols` columns.
+struct PanelGrid {
+    panels: Vec<Panel>,
+    cols: usize,
+    panel_size: (u32, u32),
+    legend: bool,
+}
+
+impl Figure for PanelGrid {
+    fn size(&self) -> (u32, u32) {
+        let rows = self.panels.len().div_ceil(self.cols).max(1) as u32;
+        let cols = self.cols.min(self.panels.len()).max(1) as u32;
+        (cols * self.panel_size.0, rows * self.panel_size.1)
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), String> {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let rows = self.panels.len().div_ceil(self.cols).max(1);
+        let cols = self.cols.min(self.panels.len()).max(1);
+        let areas = root.split_evenly((rows, cols));
+        for (panel, area) in self.panels.iter().zip(areas.iter()) {
+            draw_panel(panel, area, self.legend).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    panel: &Panel,
+    area: &DrawingArea<DB, Shift>,
+    legend: bool,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (x_range, y_range) = ranges(panel.lines.iter().flat_map(|l| l.points.iter().copied()));
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(34)
+        .y_label_area_size(52)
+        .build_cartesian_2d(x_range, y_range)?;
+    let integer_x = panel
+        .lines
+        .iter()
+        .flat_map(|l| &l.points)
+        .all(|(x, _)| x.fract() == 0.0);
+    let x_format = |x: &f64| {
+        if integer_x {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.2}")
+        }
+    };
+    chart
+        .configure_mesh()
+        .x_label_formatter(&x_format)
+        .x_desc(panel.x_desc.as_str())
+        .y_desc(panel.y_desc.as_str())
+        .label_style(("sans-serif", 11))
+        .axis_desc_style(("sans-serif", 12))
+        .light_line_style(RGBColor(244, 244, 244))
+        .draw()?;
+    // Markers help a short series (a few probes) and clutter a long one (a 64-entry spectrum).
+    let longest = panel
+        .lines
+        .iter()
+        .map(|l| l.points.len())
+        .max()
+        .unwrap_or(0);
+    let point_size = if longest > 20 { 0 } else { 2 };
+    for line in &panel.lines {
+        let color = line.color;
+        let series = chart.draw_series(
+            LineSeries::new(line.points.iter().copied(), color.stroke_width(2))
+                .point_size(point_size),
+        )?;
+        if legend {
+            series.label(line.label.as_str()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+        }
+    }
+    if legend && !panel.lines.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font(("sans-serif", 11))
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// Axis ranges of the points with 5 % padding; a flat or empty series still gets a visible range.
+fn ranges(
+    points: impl Iterator<Item = (f64, f64)>,
+) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    let pad = |lo: f64, hi: f64| {
+        if lo > hi {
+            return 0.0..1.0;
+        }
+        let span = hi - lo;
+        let margin = if span > 0.0 {
+            0.05 * span
+        } else {
+            0.05 * lo.abs().max(1e-3)
+        };
+        (lo - margin)..(hi + margin)
+    };
+    (pad(x0, x1), pad(y0, y1))
+}
+
+/// The colour of item `i` of `n` on a blue-to-red ramp (depth: shallow blue, deep red).
+fn ramp(i: usize, n: usize) -> RGBColor {
+    let t = if n > 1 {
+        i as f64 / (n - 1) as f64
+    } else {
+        0.0
+    };
+    let (r, g, b) = HSLColor(0.66 * (1.0 - t), 0.75, 0.45).rgb();
+    RGBColor(r, g, b)
+}
+
+/// Distinct colours for a handful of runs.
+fn categorical(i: usize) -> RGBColor {
+    const COLORS: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+        RGBColor(23, 190, 207),
+    ];
+    COLORS[i % COLORS.len()]
+}
+
+/// The indicators a set of records has values for, in DESIGN order.
+fn present(records: &[&SpectralRecord]) -> Vec<Indicator> {
+    Indicator::ALL
+        .into_iter()
+        .filter(|&i| {
+            records
+                .iter()
+                .any(|r| r.layers.iter().any(|l| l.mean.get(i).is_some()))
+        })
+        .collect()
+}
+
+/// Figure (a): each indicator over training steps, one line per layer (mean over heads); written
+/// as `<stem>.svg` and `<stem>.png`.
+pub fn indicators_over_steps(
+    title: &str,
+    records: &[SpectralRecord],
+    stem: &Path,
+) -> Result<Vec<PathBuf>> {
+    let refs: Vec<&SpectralRecord> = records.iter().collect();
+    let layers = records.iter().map(|r| r.layers.len()).max().unwrap_or(0);
+    let panels = present(&refs)
+        .into_iter()
+        .map(|indicator| Panel {
+            title: format!("{title}: {}", indicator.name()),
+            x_desc: "step".into(),
+            y_desc: indicator.name().into(),
+            lines: (0..layers)
+                .map(|l| Line {
+                    label: format!("layer {l}"),
+                    color: ramp(l, layers),
+                    points: records
+                        .iter()
+                        .filter_map(|r| {
+                            let layer = r.layers.iter().find(|x| x.layer == l)?;
+                            Some((r.step as f64, layer.mean.get(indicator)?))
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    render(
+        &PanelGrid {
+            panels,
+            cols: 2,
+            panel_size: (520, 340),
+            legend: true,
+        },
+        stem,
+    )
+}
+
+/// Figure (b): depth profiles (layer on the x axis, mean over heads) of several runs side by side,
+/// one panel per indicator; `runs` pairs a label with the record to show (usually the last one).
+pub fn depth_profiles(runs: &[(String, &SpectralRecord)], stem: &Path) -> Result<Vec<PathBuf>> {
+    let refs: Vec<&SpectralRecord> = runs.iter().map(|(_, r)| *r).collect();
+    let panels = present(&refs)
+        .into_iter()
+        .map(|indicator| Panel {
+            title: indicator.name().into(),
+            x_desc: "layer".into(),
+            y_desc: indicator.name().into(),
+            lines: runs
+                .iter()
+                .enumerate()
+                .map(|(i, (label, record))| Line {
+                    label: format!("{label} (step {})", record.step),
+                    color: categorical(i),
+                    points: record
+                        .profile()
+                        .series(indicator)
+                        .into_iter()
+                        .map(|(l, v)| (l as f64, v))
+                        .collect(),
+                })
+                .filter(|line| !line.points.is_empty())
+                .collect(),
+        })
+        .collect();
+    render(
+        &PanelGrid {
+            panels,
+            cols: 2,
+            panel_size: (520, 340),
+            legend: true,
+        },
+        stem,
+    )
+}
+
+/// Figure (c): SVDA sigma spectra, one panel per layer, one line per head of |sigma| sorted from
+/// largest to smallest (rank on the x axis).
+pub fn sigma_spectra(title: &str, spectra: &SigmaSpectra, stem: &Path) -> Result<Vec<PathBuf>> {
+    let panels = spectra
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, heads)| Panel {
+            title: format!("{title}: layer {l}, step {}", spectra.step),
+            x_desc: "rank k".into(),
+            y_desc: "|sigma_k|".into(),
+            lines: (0..heads.len())
+                .map(|h| Line {
+                    label: format!("head {h}"),
+                    color: ramp(h, heads.len()),
+                    points: spectra
+                        .sorted_magnitudes(l, h)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, v)| (k as f64, v))
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    render(
+        &PanelGrid {
+            panels,
+            cols: 4,
+            panel_size: (360, 260),
+            legend: false,
+        },
+        stem,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_pad_flat_and_empty_series() {
+        let (x, y) = ranges([(0.0, 1.0), (10.0, 1.0)].into_iter());
+        assert!(x.start < 0.0 && x.end > 10.0);
+        assert!(y.start < 1.0 && y.end > 1.0);
+        assert_eq!(ranges(std::iter::empty()), (0.0..1.0, 0.0..1.0));
+    }
+
+    #[test]
+    fn ramp_runs_from_blue_to_red() {
+        let (first, last) = (ramp(0, 12), ramp(11, 12));
+        assert!(first.2 > first.0, "shallow layers are blue: {first:?}");
+        assert!(last.0 > last.2, "deep layers are red: {last:?}");
+    }
+}

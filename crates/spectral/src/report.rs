@@ -1,0 +1,212 @@
+//! The spectral report of one or more runs (DESIGN.md sections 9 and 11): reads each run
+//! folder's `spectral.jsonl`, `sigma.jsonl` and `attention/` overlays and writes all figures of
+//! [`crate::plot`] plus one `index.html` that shows them with a per-layer table of the last probe.
+//!
+//! Output layout (`out/`): `depth_profiles.{svg,png}` (all runs side by side), and per run
+//! `<label>/indicators_over_steps.{svg,png}`, `<label>/sigma_spectra.{svg,png}` (SVDA runs) and
+//! `<label>/attention.png` (a copy of the run's last overlay), then `index.html`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, SpectralError};
+use crate::plot;
+use crate::record::SpectralRecord;
+use crate::run::{
+    ATTENTION_DIR, SIGMA_FILE, SPECTRAL_FILE, SigmaSpectra, layer_table, read_sigma_log,
+    read_spectral_log,
+};
+
+/// What one run folder holds for the report.
+#[derive(Debug, Clone)]
+pub struct RunLogs {
+    /// Name shown in figures and used as the run's output folder (the run folder's name).
+    pub label: String,
+    pub dir: PathBuf,
+    /// The records of `spectral.jsonl`, sorted by step.
+    pub records: Vec<SpectralRecord>,
+    /// The spectra of `sigma.jsonl` (empty for standard attention), sorted by step.
+    pub sigma: Vec<SigmaSpectra>,
+    /// The overlay PNG of the last probe, if the run wrote any.
+    pub overlays: Option<PathBuf>,
+}
+
+impl RunLogs {
+    /// Reads a run folder; it must hold a `spectral.jsonl` with at least one record.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let mut records = read_spectral_log(&dir.join(SPECTRAL_FILE))?;
+        if records.is_empty() {
+            return Err(SpectralError::NothingToPlot {
+                what: dir.join(SPECTRAL_FILE).display().to_string(),
+                expected: "at least one record (is spectral_every 0?)".into(),
+            });
+        }
+        records.sort_by_key(|r| r.step);
+        let sigma_path = dir.join(SIGMA_FILE);
+        let mut sigma = if sigma_path.exists() {
+            read_sigma_log(&sigma_path)?
+        } else {
+            Vec::new()
+        };
+        sigma.sort_by_key(|s| s.step);
+        let overlays = last_png(&dir.join(ATTENTION_DIR));
+        let label = dir
+            .file_name()
+            .map_or_else(|| "run".to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(Self {
+            label,
+            dir: dir.to_path_buf(),
+            records,
+            sigma,
+            overlays,
+        })
+    }
+
+    /// The last probe of the run.
+    pub fn last(&self) -> &SpectralRecord {
+        self.records
+            .last()
+            .expect("RunLogs::read keeps at least one record")
+    }
+}
+
+/// The files of a rendered report.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub index: PathBuf,
+    pub figures: Vec<PathBuf>,
+}
+
+/// Writes every figure of the runs in `run_dirs` and an `index.html` showing them into `out`.
+/// Runs with the same folder name get a numeric suffix so their outputs do not collide.
+pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
+    if run_dirs.is_empty() {
+        return Err(SpectralError::NothingToPlot {
+            what: "the report".into(),
+            expected: "at least one run folder".into(),
+        });
+    }
+    let mut runs = run_dirs
+        .iter()
+        .map(|d| RunLogs::read(d))
+        .collect::<Result<Vec<_>>>()?;
+    unique_labels(&mut runs);
+    std::fs::create_dir_all(out).map_err(|source| SpectralError::File {
+        path: out.to_path_buf(),
+        source,
+    })?;
+
+    let mut figures = Vec::new();
+    let mut html = String::new();
+    let profiles: Vec<(String, &SpectralRecord)> =
+        runs.iter().map(|r| (r.label.clone(), r.last())).collect();
+    figures.extend(plot::depth_profiles(
+        &profiles,
+        &out.join("depth_profiles"),
+    )?);
+    html.push_str("<h2>Depth profiles (last probe of each run)</h2>\n");
+    html.push_str(&figure_html("depth_profiles"));
+
+    for run in &runs {
+        let dir = out.join(&run.label);
+        let label = escape(&run.label);
+        let _ = writeln!(
+            html,
+            "<h2>{label}</h2>\n<p>{} probes, steps {} to {}; source <code>{}</code></p>",
+            run.records.len(),
+            run.records[0].step,
+            run.last().step,
+            escape(&run.dir.display().to_string())
+        );
+        html.push_str("<h3>Indicators over training (mean over heads, one line per layer)</h3>\n");
+        figures.extend(plot::indicators_over_steps(
+            &run.label,
+            &run.records,
+            &dir.join("indicators_over_steps"),
+        )?);
+        html.push_str(&figure_html(&format!(
+            "{}/indicators_over_steps",
+            run.label
+        )));
+        if let Some(spectra) = run.sigma.last() {
+            html.push_str("<h3>sigma spectra (sorted |sigma| per head, last probe)</h3>\n");
+            figures.extend(plot::sigma_spectra(
+                &run.label,
+                spectra,
+                &dir.join("sigma_spectra"),
+            )?);
+            html.push_str(&figure_html(&format!("{}/sigma_spectra", run.label)));
+        }
+        if let Some(src) = &run.overlays {
+            let dst = dir.join("attention.png");
+            std::fs::copy(src, &dst).map_err(|source| SpectralError::File {
+                path: src.clone(),
+                source,
+            })?;
+            let _ = writeln!(
+                html,
+                "<h3>Attention of three query patches (white frame), mean over heads, layer 0 to the \
+                 right ({})</h3>\n<img src=\"{label}/attention.png\" style=\"max-width:100%\">",
+                escape(&src.file_name().unwrap_or_default().to_string_lossy())
+            );
+            figures.push(dst);
+        }
+        let _ = writeln!(
+            html,
+            "<h3>Per layer, last probe (step {})</h3>\n<pre>{}</pre>",
+            run.last().step,
+            escape(&layer_table(run.last()))
+        );
+    }
+
+    let index = out.join("index.html");
+    let page = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>glassbox spectral report</title>\
+         <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{border:1px solid #ddd}}</style>\
+         </head><body>\n<h1>Spectral indicators (DESIGN.md section 9)</h1>\n\
+         <p>Definitions and how to read them: <code>docs/spectral.md</code>.</p>\n{html}</body></html>\n"
+    );
+    std::fs::write(&index, page).map_err(|source| SpectralError::File {
+        path: index.clone(),
+        source,
+    })?;
+    Ok(Report { index, figures })
+}
+
+/// A PNG shown inline that links to its SVG.
+fn figure_html(stem: &str) -> String {
+    let stem = escape(stem);
+    format!("<a href=\"{stem}.svg\"><img src=\"{stem}.png\" style=\"max-width:100%\"></a>\n")
+}
+
+/// The PNG in `dir` whose name sorts last (`step_NNNNNN.png`: the last probe).
+fn last_png(dir: &Path) -> Option<PathBuf> {
+    let mut pngs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    pngs.sort();
+    pngs.pop()
+}
+
+fn unique_labels(runs: &mut [RunLogs]) {
+    for i in 1..runs.len() {
+        let taken = |label: &str, runs: &[RunLogs]| runs[..i].iter().any(|r| r.label == label);
+        if taken(&runs[i].label, runs) {
+            let base = runs[i].label.clone();
+            let mut n = 2;
+            while taken(&format!("{base}-{n}"), runs) {
+                n += 1;
+            }
+            runs[i].label = format!("{base}-{n}");
+        }
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

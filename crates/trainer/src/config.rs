@@ -1,0 +1,424 @@
+//! Run configuration (DESIGN.md section 11): one serde struct, named presets in code, a TOML file
+//! that overrides a preset, and command-line overrides on top. The resolved configuration is
+//! written to `runs/<name>/config.toml`, so `eval` and `predict` can rebuild the model of any
+//! checkpoint from its run folder.
+//!
+//! Presets:
+//! - `default`: dpt-tiny on synthetic indoor scenes at 128 x 128, sized to finish on a 2-core CPU
+//!   in about five minutes;
+//! - `sevenscenes`: dpt-tiny on 7-Scenes redkitchen (frames 0-499 train, 500-599 validation);
+//! - `test`: a 4-layer, D 32 model at 64 x 64 for the crate's tests.
+//!
+//! Learning rates: DESIGN.md's 1e-5 (backbone) / 1e-4 (decoder) are fine-tuning values for a
+//! pretrained backbone. The presets train from scratch, where 1e-5 barely moves the backbone, so
+//! they use 3e-4 / 6e-4; both remain separate, configurable knobs.
+
+use std::path::{Path, PathBuf};
+
+use glassbox_attention::AttentionKind;
+use glassbox_losses::{DisparityToDepth, LossConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::model::DptConfig;
+
+/// Everything that can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown run preset {0:?}; known: {known}", known = RUN_PRESETS.join(", "))]
+    UnknownPreset(String),
+    #[error("cannot read config {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("cannot write config {path}: {message}")]
+    Write { path: PathBuf, message: String },
+    #[error("invalid config: {field} = {value} ({expected})")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Loss(#[from] glassbox_losses::LossError),
+}
+
+/// Names accepted by [`TrainConfig::preset`].
+pub const RUN_PRESETS: &[&str] = &["default", "sevenscenes", "test"];
+
+/// Which images a run trains and validates on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DataSource {
+    /// Rendered scenes: `train_len` images from `seed`, a held-out split of `val_len` images from
+    /// a different seed (so no validation scene is a training scene).
+    Synthetic {
+        outdoor: bool,
+        train_len: usize,
+        val_len: usize,
+    },
+    /// A 7-Scenes sequence folder, contiguous frame blocks for training and validation.
+    SevenScenes {
+        root: PathBuf,
+        train: [usize; 2],
+        val: [usize; 2],
+    },
+}
+
+/// Data settings shared by every source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    pub source: DataSource,
+    /// Training and validation image size [height, width] (multiples of 16).
+    pub image_size: [usize; 2],
+    /// Random horizontal flips during training.
+    pub hflip: bool,
+}
+
+/// Optimiser and schedule (AdamW, linear warm-up then cosine decay to `min_lr_ratio`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are summed before one update.
+    pub accumulate: usize,
+    /// Learning rate of the `encoder.*` variables.
+    pub lr_backbone: f64,
+    /// Learning rate of the decoder and head.
+    pub lr_decoder: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub warmup_steps: usize,
+    /// Final learning rate as a fraction of the peak.
+    pub min_lr_ratio: f64,
+    /// Global gradient-norm clip; 0 disables clipping.
+    pub clip_grad_norm: f64,
+}
+
+/// How the model's disparity output is trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossSettings {
+    /// `midas` trains disparity against 1 / depth; `silog` trains the depth `to_depth` gives.
+    pub loss: LossConfig,
+    pub to_depth: DisparityToDepth,
+    /// Weight of a scale-only disparity term added to the MiDaS loss, `mean |x / mean(x) - d /
+    /// mean(d)|` per image on valid pixels. MiDaS leaves the prediction's shift free, so
+    /// `1 / x` is not depth up to scale; this term pins the shift to zero, which median-scaled
+    /// evaluation needs (0 = plain MiDaS).
+    #[serde(default)]
+    pub scale_only_weight: f64,
+}
+
+/// Periodic evaluation, logging and checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleConfig {
+    /// Evaluate every this many steps (and at the end); 0 = only at the end.
+    pub eval_every: usize,
+    /// Write `last.safetensors` every this many steps (and at the end); 0 = only at the end.
+    pub checkpoint_every: usize,
+    /// Write a `metrics.jsonl` line every this many steps.
+    pub log_every: usize,
+    /// Depth range of the evaluation in metres.
+    pub min_depth: f64,
+    pub max_depth: f64,
+    /// Images in the report's contact sheet.
+    pub sheet_images: usize,
+    /// Run the spectral probe (DESIGN.md section 9) before training, every this many steps and
+    /// at the end, appending to `spectral.jsonl`; 0 = off.
+    #[serde(default)]
+    pub spectral_every: usize,
+}
+
+/// A whole run: model, data, optimiser, loss and schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub name: String,
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Intra-op threads; 0 = the number of physical cores.
+    pub threads: usize,
+    pub data: DataConfig,
+    pub optim: OptimConfig,
+    pub loss: LossSettings,
+    pub schedule: ScheduleConfig,
+    pub model: DptConfig,
+}
+
+impl TrainConfig {
+    /// A named preset (see the module docs).
+    pub fn preset(name: &str) -> Result<Self, ConfigError> {
+        match name {
+            "default" => Ok(Self::default_synthetic()),
+            "sevenscenes" => Ok(Self::seven_scenes(default_seven_scenes_root())),
+            "test" => Ok(Self::test()),
+            _ => Err(ConfigError::UnknownPreset(name.to_string())),
+        }
+    }
+
+    fn default_synthetic() -> Self {
+        Self {
+            name: "default".into(),
+            seed: 0,
+            device: "auto".into(),
+            threads: 0,
+            data: DataConfig {
+                source: DataSource::Synthetic {
+                    outdoor: false,
+                    train_len: 512,
+                    val_len: 64,
+                },
+                image_size: [64, 64],
+                hflip: true,
+            },
+            optim: OptimConfig {
+                steps: 400,
+                batch_size: 8,
+                accumulate: 1,
+                lr_backbone: 3e-4,
+                lr_decoder: 6e-4,
+                weight_decay: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                warmup_steps: 30,
+                min_lr_ratio: 0.02,
+                clip_grad_norm: 1.0,
+            },
+            loss: LossSettings {
+                loss: LossConfig::default(),
+                to_depth: DisparityToDepth::default(),
+                scale_only_weight: 1.0,
+            },
+            schedule: ScheduleConfig {
+                eval_every: 200,
+                checkpoint_every: 200,
+                log_every: 10,
+                min_depth: 1e-3,
+                max_depth: 10.0,
+                sheet_images: 4,
+                spectral_every: 50,
+            },
+            model: DptConfig::dpt_tiny(),
+        }
+    }
+
+    fn seven_scenes(root: PathBuf) -> Self {
+        let mut c = Self::default_synthetic();
+        c.name = "sevenscenes".into();
+        c.data.source = DataSource::SevenScenes {
+            root,
+            train: [0, 500],
+            val: [500, 600],
+        };
+        c.data.image_size = [96, 128];
+        c.optim.steps = 300;
+        c.schedule.eval_every = 150;
+        c.schedule.checkpoint_every = 150;
+        c
+    }
+
+    fn test() -> Self {
+        let mut c = Self::default_synthetic();
+        c.name = "test".into();
+        c.data.source = DataSource::Synthetic {
+            outdoor: false,
+            train_len: 8,
+            val_len: 4,
+        };
+        c.data.image_size = [64, 64];
+        c.optim.steps = 6;
+        c.optim.batch_size = 2;
+        c.optim.warmup_steps = 2;
+        c.optim.lr_backbone = 1e-3;
+        c.optim.lr_decoder = 1e-3;
+        c.schedule.eval_every = 0;
+        c.schedule.checkpoint_every = 0;
+        c.schedule.log_every = 1;
+        c.schedule.sheet_images = 2;
+        c.schedule.spectral_every = 0;
+        c.threads = 1;
+        c.model = tiny_test_model();
+        c
+    }
+
+    /// Reads a TOML file holding a whole configuration.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Read {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML text (what `config.toml` holds).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Write {
+            path: PathBuf::from("config.toml"),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes `config.toml` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), ConfigError> {
+        let path = dir.join("config.toml");
+        let text = self.to_toml()?;
+        std::fs::write(&path, text).map_err(|e| ConfigError::Write {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// The map from the model's raw output to the disparity whose inverse is the predicted depth:
+    /// `to_depth`'s for SILog runs (trained through it), none for MiDaS runs (raw disparity).
+    pub fn output_map(&self) -> Option<DisparityToDepth> {
+        matches!(self.loss.loss, LossConfig::Silog(_)).then_some(self.loss.to_depth)
+    }
+
+    /// Switches every encoder block to standard or SVDA attention.
+    pub fn set_attention(&mut self, kind: AttentionKind) {
+        self.model = self.model.clone().with_attention(kind);
+    }
+
+    /// Checks the numbers a run depends on, so a bad config fails before any work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, value: String, expected| ConfigError::Invalid {
+            field,
+            value,
+            expected,
+        };
+        let [h, w] = self.data.image_size;
+        let p = self.model.encoder.patch_size as usize;
+        if h == 0 || w == 0 || h % p != 0 || w % p != 0 {
+            return Err(invalid(
+                "data.image_size",
+                format!("{h}x{w}"),
+                "positive multiples of the patch size",
+            ));
+        }
+        let o = &self.optim;
+        if o.steps == 0 || o.batch_size == 0 || o.accumulate == 0 {
+            return Err(invalid(
+                "optim.steps/batch_size/accumulate",
+                format!("{}/{}/{}", o.steps, o.batch_size, o.accumulate),
+                "all >= 1",
+            ));
+        }
+        for (field, v) in [
+            ("optim.lr_backbone", o.lr_backbone),
+            ("optim.lr_decoder", o.lr_decoder),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(field, v.to_string(), "a finite rate >= 0"));
+            }
+        }
+        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+            return Err(invalid(
+                "optim.beta1/beta2",
+                format!("{}/{}", o.beta1, o.beta2),
+                "both in [0, 1)",
+            ));
+        }
+        if o.clip_grad_norm.is_nan() || o.clip_grad_norm < 0.0 {
+            return Err(invalid(
+                "optim.clip_grad_norm",
+                o.clip_grad_norm.to_string(),
+                ">= 0",
+            ));
+        }
+        match &self.data.source {
+            DataSource::Synthetic {
+                train_len, val_len, ..
+            } if *train_len == 0 || *val_len == 0 => {
+                return Err(invalid(
+                    "data.source.train_len/val_len",
+                    format!("{train_len}/{val_len}"),
+                    "both >= 1",
+                ));
+            }
+            DataSource::SevenScenes { train, val, .. }
+                if train[0] >= train[1] || val[0] >= val[1] =>
+            {
+                return Err(invalid(
+                    "data.source.train/val",
+                    format!("{train:?}/{val:?}"),
+                    "non-empty [first, end) frame ranges",
+                ));
+            }
+            _ => {}
+        }
+        if self.loss.loss.depth().is_err() {
+            return Err(invalid(
+                "loss.loss.kind",
+                self.loss.loss.name().into(),
+                "a depth loss: midas or silog",
+            ));
+        }
+        self.model.validate()?;
+        Ok(())
+    }
+}
+
+/// The model of the `test` preset: 4 layers (one per hook; hooks must increase), D 32, 2 heads,
+/// a small decoder.
+pub fn tiny_test_model() -> DptConfig {
+    let mut m = DptConfig::dpt_tiny();
+    m.encoder.hidden_size = 32;
+    m.encoder.num_heads = 2;
+    m.encoder.intermediate_size = 64;
+    m.encoder.num_layers = 4;
+    m.encoder.hooks = vec![1, 2, 3, 4];
+    m.encoder.image_size = 64;
+    m.decoder.hidden_size = 32;
+    m.decoder.reassemble_channels = [8, 16, 16, 32];
+    m.decoder.fusion_channels = 16;
+    m
+}
+
+/// `<workspace root>/../shared/data/real/7scenes-redkitchen`, or below `GLASSBOX_REAL_DATA`.
+pub fn default_seven_scenes_root() -> PathBuf {
+    real_data_root().join("7scenes-redkitchen")
+}
+
+/// Where the real RGB-D samples live: `GLASSBOX_REAL_DATA`, else `../shared/data/real` beside the
+/// workspace root.
+pub fn real_data_root() -> PathBuf {
+    std::env::var_os("GLASSBOX_REAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/data/real")
+                .components()
+                .collect()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_validates_and_survives_a_toml_round_trip() {
+        for name in RUN_PRESETS {
+            let config = TrainConfig::preset(name).unwrap();
+            config.validate().unwrap();
+            let text = config.to_toml().unwrap();
+            let back: TrainConfig = toml::from_str(&text).unwrap();
+            assert_eq!(back, config, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_image_size_off_the_patch_grid_is_rejected_naming_the_field() {
+        let mut config = TrainConfig::preset("test").unwrap();
+        config.data.image_size = [60, 64];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("data.image_size"), "{err}");
+    }
+}

@@ -1,0 +1,174 @@
+//! Inference on image files (DESIGN.md section 11, `cargo xtask predict`): a checkpoint's run
+//! folder holds its `config.toml`, so the model is rebuilt from it; each image gets a colour-mapped
+//! depth PNG, optionally a 16-bit depth PNG, and optionally an attention map of one layer and
+//! query token (from [`Dpt::forward_with_maps`]) blended over the image.
+//!
+//! The model predicts relative depth, so the 16-bit PNG holds depth scaled to a median of 1 m
+//! (value / 1000 = depth in those units), clipped to the 16-bit range. Tokens are numbered as in
+//! the encoder's sequence: 0 is the readout token, 1.. are patches in row-major order.
+
+use std::path::{Path, PathBuf};
+
+use glassbox_data::Sample;
+use glassbox_data::colormap::{colorize_depth, rgb_image};
+use ndarray::{Array2, Array3};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::checkpoint::{self, CheckpointPaths};
+use crate::config::TrainConfig;
+use crate::eval;
+use crate::model::Dpt;
+use crate::report;
+
+/// Everything that stops a prediction.
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error(
+        "the run folder of checkpoint {checkpoint} has no readable config.toml ({source}); \
+         eval and predict rebuild the model from it"
+    )]
+    NoConfig {
+        checkpoint: PathBuf,
+        #[source]
+        source: Box<crate::config::ConfigError>,
+    },
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Eval(#[from] eval::EvalError),
+    #[error(transparent)]
+    Data(#[from] glassbox_data::DataError),
+    #[error("cannot create {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("attention layer {layer} does not exist: the encoder has {layers} layers (0-based)")]
+    Layer { layer: usize, layers: usize },
+    #[error("token {token} does not exist: the image has {tokens} tokens (0 = readout)")]
+    Token { token: usize, tokens: usize },
+}
+
+/// A model rebuilt from a checkpoint and its run folder's configuration.
+pub struct LoadedModel {
+    pub config: TrainConfig,
+    pub vs: nn::VarStore,
+    pub model: Dpt,
+}
+
+/// Loads `<run>/config.toml` and the weights of `checkpoint` (`<run>/<name>.safetensors`).
+pub fn load_checkpoint(checkpoint: &Path, device: Device) -> Result<LoadedModel, PredictError> {
+    let dir = checkpoint.parent().unwrap_or(Path::new("."));
+    let config = TrainConfig::from_file(&dir.join("config.toml")).map_err(|source| {
+        PredictError::NoConfig {
+            checkpoint: checkpoint.into(),
+            source: Box::new(source),
+        }
+    })?;
+    let mut vs = nn::VarStore::new(device);
+    let model = Dpt::new(&vs.root(), &config.model)?;
+    checkpoint::load(&CheckpointPaths::for_weights(checkpoint), &mut vs)?;
+    Ok(LoadedModel { config, vs, model })
+}
+
+/// What to write for each image.
+#[derive(Clone, Debug, Default)]
+pub struct PredictOptions {
+    /// Also write `<stem>_depth16.png`.
+    pub depth16: bool,
+    /// Also write the attention map of (layer, query token), layer 0-based.
+    pub attention: Option<(usize, usize)>,
+}
+
+/// Predicts every image and writes its PNGs into `out_dir`; returns the files written.
+pub fn predict_files(
+    loaded: &LoadedModel,
+    images: &[PathBuf],
+    out_dir: &Path,
+    options: &PredictOptions,
+    device: Device,
+) -> Result<Vec<PathBuf>, PredictError> {
+    std::fs::create_dir_all(out_dir).map_err(|e| PredictError::Io {
+        path: out_dir.into(),
+        message: e.to_string(),
+    })?;
+    let short_side = loaded.config.data.image_size[0].min(loaded.config.data.image_size[1]);
+    let mut written = Vec::new();
+    for path in images {
+        let rgb = glassbox_data::io::read_rgb(path)?;
+        let (_, h, w) = rgb.dim();
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "image".to_string(), |s| s.to_string_lossy().into_owned());
+        let sample = Sample::from_depth(stem.clone(), rgb, Array2::zeros((h, w)), None)?;
+        let disparity = eval::predict_full_resolution(
+            &loaded.model,
+            loaded.config.output_map().as_ref(),
+            &sample,
+            short_side,
+            device,
+        )?;
+        let mut depth = disparity.mapv(|d| 1.0 / d.max(1e-6));
+        let mut sorted: Vec<f32> = depth.iter().copied().collect();
+        sorted.sort_by(f32::total_cmp);
+        let median = sorted[sorted.len() / 2].max(1e-12);
+        depth.mapv_inplace(|d| d / median);
+        let out = out_dir.join(format!("{stem}_depth.png"));
+        glassbox_data::io::write_png(&out, &colorize_depth(depth.view(), None, None))?;
+        written.push(out);
+        if options.depth16 {
+            let out = out_dir.join(format!("{stem}_depth16.png"));
+            let clipped = depth.mapv(|d| d.min(65.0));
+            let mask = Array2::from_elem((h, w), true);
+            glassbox_data::io::write_depth_png(&out, clipped.view(), mask.view(), 1e-3)?;
+            written.push(out);
+        }
+        if let Some((layer, token)) = options.attention {
+            let heat = attention_map(&loaded.model, &sample, short_side, device, layer, token)?;
+            let out = out_dir.join(format!("{stem}_attn_l{layer}_t{token}.png"));
+            let picture = report::overlay(&rgb_image(sample.rgb.view()), heat.view(), 0.6);
+            glassbox_data::io::write_png(&out, &picture)?;
+            written.push(out);
+        }
+    }
+    Ok(written)
+}
+
+/// The attention of query `token` in `layer`, averaged over heads, over the patch grid, scaled
+/// to a maximum of 1.
+pub fn attention_map(
+    model: &Dpt,
+    sample: &Sample,
+    short_side: usize,
+    device: Device,
+    layer: usize,
+    token: usize,
+) -> Result<Array2<f32>, PredictError> {
+    let (h, w) = (sample.height(), sample.width());
+    let patch = model.config().encoder.patch_size as usize;
+    let (ih, iw) = eval::input_size(h, w, short_side, patch);
+    let rgb: Array3<f32> = sample.rgb.as_standard_layout().to_owned();
+    let input = Tensor::from_slice(rgb.as_slice().expect("standard layout"))
+        .view([1, 3, h as i64, w as i64])
+        .to_device(device)
+        .upsample_bilinear2d([ih as i64, iw as i64], false, None, None);
+    let (_, maps) = tch::no_grad(|| model.forward_with_maps(&input))?;
+    let layers = maps.len();
+    let map = maps
+        .get(layer)
+        .ok_or(PredictError::Layer { layer, layers })?;
+    let probs = &map.probabilities; // 1 x H x N x N
+    let tokens = probs.size()[2] as usize;
+    if token >= tokens {
+        return Err(PredictError::Token { token, tokens });
+    }
+    let (gh, gw) = (ih / patch, iw / patch);
+    let row = probs
+        .get(0)
+        .mean_dim(0, false, Kind::Float)
+        .get(token as i64)
+        .narrow(0, (tokens - gh * gw) as i64, (gh * gw) as i64)
+        .to_device(Device::Cpu);
+    let max = row.max().double_value(&[]).max(1e-12);
+    let values = Vec::<f32>::try_from(&(row / max)).expect("float tensor");
+    Ok(Array2::from_shape_vec((gh, gw), values).expect("grid size"))
+}

@@ -1,0 +1,600 @@
+//! The spectral probe (DESIGN.md section 9): the six indicators of every layer and head of a
+//! [`Dpt`] on a fixed probe batch, the SVDA sigma spectra and attention overlays, written into the
+//! run folder (`spectral.jsonl`, `sigma.jsonl`, `attention/step_NNNNNN.png`) for the report.
+//!
+//! One probe of one image runs `1 + 2 D` forward passes (D = 4 draws, no gradients, evaluation
+//! mode): the clean pass gives A, the score queries/keys and sigma; D passes on the input plus
+//! delta ~ N(0, 0.01^2) (on the normalised image) give the input-robustness maps; for SVDA, D
+//! passes with every sigma entry of every block scaled by (1 + N(0, 0.01^2)) at once give the
+//! sigma-robustness maps, after which sigma is restored bit-exactly. The indicators are then
+//! computed one layer at a time (glassbox-spectral's `compute_layer`), so only one layer's maps are
+//! ever held as ndarray copies.
+//!
+//! Decisions where the design is silent:
+//! - **Batch**: each probe image is probed on its own (its own forwards and indicators) and the
+//!   per-head indicators are averaged over images (`Indicators::mean`); every image counts
+//!   equally and memory stays that of one image (dpt-base at 384 x 384: about 1.7 GB of f32 maps
+//!   for the 9 passes).
+//! - **Noise**: drawn by a counter-based generator keyed by (seed, image, stream, draw), not by
+//!   libtorch's global RNG, so a probe never changes the training run's random stream and every
+//!   probe of a run sees the same noise: changes over training are the model's, not the draw's.
+//! - **Sigma noise** perturbs all blocks in the same pass: the robustness of layer l then includes
+//!   the effect of the noise in layers below it, as a deployed model would see it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use glassbox_attention::{AttentionError, AttentionMaps};
+use glassbox_data::colormap::{rgb_image, tile};
+use glassbox_spectral::{
+    ATTENTION_DIR, HeadIndicators, HeadInput, Indicators, LayerIndicators, SIGMA_FILE,
+    SPECTRAL_FILE, SigmaSpectra, SpectralError, SpectralRecord, append_line, compute_layer,
+};
+use image::{Rgb, RgbImage};
+use ndarray::{Array2, Array3, ArrayD, Axis, Ix2, Ix3};
+use tch::{Device, Kind, Tensor};
+use thiserror::Error;
+
+use crate::data::splitmix64;
+use crate::model::{Dpt, ModelError};
+use crate::report::overlay;
+
+/// Standard deviation of the input and sigma noise of the robustness indicator (DESIGN: 0.01).
+pub const NOISE_STD: f64 = 0.01;
+/// Noise draws per robustness variant (DESIGN: 4).
+pub const NOISE_DRAWS: usize = 4;
+/// Query positions of the attention overlays, as (row, column) fractions of the image: the centre
+/// and two off-centre points, so both a central object and the surroundings are followed.
+pub const QUERY_POINTS: [(f64, f64); 3] = [(0.5, 0.5), (0.25, 0.25), (0.75, 0.7)];
+
+/// Everything that can stop a probe; the model, libtorch and indicator errors keep their own text.
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Attention(#[from] AttentionError),
+    #[error("libtorch during the spectral probe: {0}")]
+    Tch(#[from] tch::TchError),
+    #[error(transparent)]
+    Spectral(#[from] SpectralError),
+    #[error(transparent)]
+    Data(#[from] glassbox_data::DataError),
+    #[error("probe images have shape {shape:?}; expected B x 3 x H x W float with B >= 1")]
+    Images { shape: Vec<i64> },
+    #[error("attention maps of layer {layer}: {message}")]
+    Maps { layer: usize, message: String },
+}
+
+/// How the robustness noise is drawn; the defaults are DESIGN section 9's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeOptions {
+    /// Standard deviation of delta (input) and of the relative sigma noise.
+    pub noise_std: f64,
+    /// Draws per robustness variant; 0 leaves robustness out.
+    pub draws: usize,
+    /// Seed of the noise; the same seed gives the same noise at every probe.
+    pub seed: u64,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            noise_std: NOISE_STD,
+            draws: NOISE_DRAWS,
+            seed: 0x5eed_5bec,
+        }
+    }
+}
+
+/// Wall time of a probe split into the model's forward passes and the indicator computation
+/// (tensor to ndarray conversion included), so the two costs can be budgeted separately.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProbeTiming {
+    pub forward: Duration,
+    pub spectral: Duration,
+    /// Process CPU time (all threads) of the indicator stage: its own cost, independent of how
+    /// many other processes share the cores. Linux only (`/proc/self/stat`); `None` elsewhere.
+    pub spectral_cpu: Option<Duration>,
+}
+
+/// One probe's results, ready to be appended to the run folder with [`ProbeOutput::write`].
+#[derive(Debug)]
+pub struct ProbeOutput {
+    pub record: SpectralRecord,
+    /// sigma of every layer and head (SVDA only).
+    pub sigma: Option<SigmaSpectra>,
+    /// Attention of [`QUERY_POINTS`] over the first probe image: one row per query, the input
+    /// (query patch marked) then one mean-over-heads overlay per layer.
+    pub overlays: RgbImage,
+    pub timing: ProbeTiming,
+}
+
+/// The files one probe extended or wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeFiles {
+    pub spectral: PathBuf,
+    pub sigma: Option<PathBuf>,
+    pub overlays: PathBuf,
+}
+
+/// A fixed probe batch (normalised images B x 3 x H x W) and its noise options: built once per
+/// run and run at every probe step, so all records of a run describe the same inputs.
+#[derive(Debug)]
+pub struct Probe {
+    images: Tensor,
+    options: ProbeOptions,
+}
+
+impl Probe {
+    /// Checks the batch shape; the images stay on their device.
+    pub fn new(images: Tensor, options: ProbeOptions) -> Result<Self, ProbeError> {
+        let shape = images.size();
+        if shape.len() != 4 || shape[0] < 1 || shape[1] != 3 {
+            return Err(ProbeError::Images { shape });
+        }
+        let images = images.f_to_kind(Kind::Float)?;
+        Ok(Self { images, options })
+    }
+
+    /// The probe images.
+    pub fn images(&self) -> &Tensor {
+        &self.images
+    }
+
+    /// Runs the probe on `model` and labels the results with `step`. The model's sigma is the
+    /// same, bit for bit, before and after (also when the probe fails half-way).
+    pub fn run(&self, model: &Dpt, step: u64) -> Result<ProbeOutput, ProbeError> {
+        let mut timing = ProbeTiming::default();
+        let batch = self.images.size()[0];
+        let mut per_image: Vec<Vec<LayerIndicators>> = Vec::with_capacity(batch as usize);
+        let mut overlays = None;
+        for b in 0..batch {
+            let image = self.images.f_narrow(0, b, 1)?;
+            let start = Instant::now();
+            let clean = forward_maps(model, &image)?;
+            timing.forward += start.elapsed();
+            if overlays.is_none() {
+                let patch = model.config().encoder.patch_size as usize;
+                overlays = Some(attention_overlays(&image, &clean, patch, &QUERY_POINTS)?);
+            }
+            per_image.push(self.indicators(model, &image, b as u64, clean, &mut timing)?);
+        }
+        let record = SpectralRecord::from_layers(step, average_over_images(per_image)?);
+        Ok(ProbeOutput {
+            record,
+            sigma: sigma_spectra(model, step)?,
+            overlays: overlays.expect("the batch holds at least one image"),
+            timing,
+        })
+    }
+
+    /// The indicators of one image, layer by layer.
+    fn indicators(
+        &self,
+        model: &Dpt,
+        image: &Tensor,
+        image_index: u64,
+        clean: Vec<AttentionMaps>,
+        timing: &mut ProbeTiming,
+    ) -> Result<Vec<LayerIndicators>, ProbeError> {
+        let start = Instant::now();
+        let mut input_maps = Vec::with_capacity(self.options.draws);
+        for draw in 0..self.options.draws {
+            let key = NoiseKey::new(self.options.seed, image_index, 0, draw as u64);
+            let delta = normal_tensor(&image.size(), self.options.noise_std, key)?
+                .f_to_device(image.device())?;
+            input_maps.push(probabilities(forward_maps(model, &image.f_add(&delta)?)?));
+        }
+        let sigma_maps = self.sigma_perturbed_maps(model, image, image_index)?;
+        timing.forward += start.elapsed();
+
+        let start = Instant::now();
+        let cpu_start = process_cpu_time();
+        let layers = clean
+            .iter()
+            .enumerate()
+            .map(|(layer, maps)| {
+                let pick = |draws: &[Vec<Tensor>]| -> Vec<Tensor> {
+                    draws.iter().map(|d| d[layer].shallow_clone()).collect()
+                };
+                layer_indicators(layer, maps, &pick(&input_maps), &pick(&sigma_maps))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        timing.spectral += start.elapsed();
+        if let (Some(a), Some(b)) = (cpu_start, process_cpu_time()) {
+            timing.spectral_cpu =
+                Some(timing.spectral_cpu.unwrap_or_default() + b.saturating_sub(a));
+        }
+        Ok(layers)
+    }
+
+    /// The maps of every layer under sigma noise, one entry per draw (empty for standard
+    /// attention); restores every block's sigma from a copy whatever happens in between.
+    fn sigma_perturbed_maps(
+        &self,
+        model: &Dpt,
+        image: &Tensor,
+        image_index: u64,
+    ) -> Result<Vec<Vec<Tensor>>, ProbeError> {
+        let blocks = model.encoder().blocks();
+        let originals: Vec<Option<Tensor>> = blocks
+            .iter()
+            .map(|b| b.attention().sigma().map(|s| s.detach().copy()))
+            .collect();
+        if originals.iter().all(Option::is_none) {
+            return Ok(Vec::new());
+        }
+        let perturbed = (|| {
+            let mut out = Vec::with_capacity(self.options.draws);
+            for draw in 0..self.options.draws {
+                for (l, (block, original)) in blocks.iter().zip(&originals).enumerate() {
+                    if let Some(original) = original {
+                        let key = NoiseKey::new(
+                            self.options.seed,
+                            image_index,
+                            1 + l as u64,
+                            draw as u64,
+                        );
+                        let noise = normal_tensor(&original.size(), self.options.noise_std, key)?
+                            .f_to_device(original.device())?;
+                        let scaled = original.f_mul(&noise.f_add_scalar(1.0)?)?;
+                        block.attention().set_sigma(&scaled)?;
+                    }
+                }
+                out.push(probabilities(forward_maps(model, image)?));
+            }
+            Ok::<_, ProbeError>(out)
+        })();
+        for (block, original) in blocks.iter().zip(&originals) {
+            if let Some(original) = original {
+                block.attention().set_sigma(original)?;
+            }
+        }
+        perturbed
+    }
+}
+
+impl ProbeOutput {
+    /// Appends the record to `<run>/spectral.jsonl` and the sigma spectra to `<run>/sigma.jsonl`,
+    /// and writes the overlays as `<run>/attention/step_NNNNNN.png`.
+    pub fn write(&self, run_dir: &Path) -> Result<ProbeFiles, ProbeError> {
+        let spectral = append_record(run_dir, &self.record)?;
+        let sigma = match &self.sigma {
+            Some(s) => Some(append_line(run_dir, SIGMA_FILE, |f| s.write_jsonl(f))?),
+            None => None,
+        };
+        let overlays = run_dir
+            .join(ATTENTION_DIR)
+            .join(format!("step_{:06}.png", self.record.step));
+        glassbox_data::io::write_png(&overlays, &self.overlays)?;
+        Ok(ProbeFiles {
+            spectral,
+            sigma,
+            overlays,
+        })
+    }
+}
+
+/// Appends one record to `<run>/spectral.jsonl` (created if missing) and returns its path.
+pub fn append_record(run_dir: &Path, record: &SpectralRecord) -> Result<PathBuf, ProbeError> {
+    Ok(append_line(run_dir, SPECTRAL_FILE, |f| {
+        record.write_jsonl(f)
+    })?)
+}
+
+/// sigma of every block as `layers[l][h][k]`, or `None` for a standard-attention model.
+pub fn sigma_spectra(model: &Dpt, step: u64) -> Result<Option<SigmaSpectra>, ProbeError> {
+    let mut layers = Vec::new();
+    for block in model.encoder().blocks() {
+        let Some(sigma) = block.attention().sigma() else {
+            return Ok(None);
+        };
+        let values =
+            to_array(sigma)?
+                .into_dimensionality::<Ix2>()
+                .map_err(|e| ProbeError::Maps {
+                    layer: layers.len(),
+                    message: format!("sigma: {e}"),
+                })?;
+        layers.push(
+            values
+                .outer_iter()
+                .map(|head| head.iter().map(|&v| f64::from(v)).collect())
+                .collect(),
+        );
+    }
+    Ok(Some(SigmaSpectra { step, layers }))
+}
+
+/// The clean pass: the model's maps in evaluation mode without gradients.
+fn forward_maps(model: &Dpt, image: &Tensor) -> Result<Vec<AttentionMaps>, ProbeError> {
+    let (_, maps) = tch::no_grad(|| model.forward_with_maps(image))?;
+    Ok(maps)
+}
+
+/// Keeps only the attention probabilities of each layer (the rest of a perturbed pass is not
+/// needed and is freed at once).
+fn probabilities(maps: Vec<AttentionMaps>) -> Vec<Tensor> {
+    maps.into_iter().map(|m| m.probabilities).collect()
+}
+
+/// The indicators of one layer of one image from its clean maps and the perturbed probabilities.
+fn layer_indicators(
+    layer: usize,
+    maps: &AttentionMaps,
+    input_maps: &[Tensor],
+    sigma_maps: &[Tensor],
+) -> Result<LayerIndicators, ProbeError> {
+    let shape_error = |what: &str, e: ndarray::ShapeError| ProbeError::Maps {
+        layer,
+        message: format!("{what}: {e}"),
+    };
+    let first = |t: &Tensor, what: &str| -> Result<Array3<f32>, ProbeError> {
+        to_array(&t.f_get(0)?)?
+            .into_dimensionality::<Ix3>()
+            .map_err(|e| shape_error(what, e))
+    };
+    let attention = first(&maps.probabilities, "probabilities")?;
+    let queries = first(&maps.queries, "queries")?;
+    let keys = first(&maps.keys, "keys")?;
+    let sigma: Option<Array2<f32>> = match &maps.sigma {
+        Some(s) => Some(
+            to_array(s)?
+                .into_dimensionality::<Ix2>()
+                .map_err(|e| shape_error("sigma", e))?,
+        ),
+        None => None,
+    };
+    let input_maps = input_maps
+        .iter()
+        .map(|t| first(t, "perturbed probabilities"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sigma_maps = sigma_maps
+        .iter()
+        .map(|t| first(t, "sigma-perturbed probabilities"))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let heads: Vec<HeadInput<'_, f32>> = (0..attention.len_of(Axis(0)))
+        .map(|h| {
+            let a = attention.index_axis(Axis(0), h);
+            let q = queries.index_axis(Axis(0), h);
+            let k = keys.index_axis(Axis(0), h);
+            let input = match &sigma {
+                Some(s) => HeadInput::svda(a, s.row(h), q, k),
+                None => HeadInput::standard(a, q, k),
+            };
+            input
+                .with_perturbed_input(head_maps(&input_maps, h))
+                .with_perturbed_sigma(head_maps(&sigma_maps, h))
+        })
+        .collect();
+    Ok(compute_layer(layer, &heads)?)
+}
+
+/// Head `h` of each perturbed map.
+fn head_maps(maps: &[Array3<f32>], h: usize) -> Vec<ndarray::ArrayView2<'_, f32>> {
+    maps.iter().map(|m| m.index_axis(Axis(0), h)).collect()
+}
+
+/// Per layer and head, the mean of the indicators over the probe images.
+fn average_over_images(
+    per_image: Vec<Vec<LayerIndicators>>,
+) -> Result<Vec<LayerIndicators>, ProbeError> {
+    let mut images = per_image.into_iter();
+    let first = images.next().unwrap_or_default();
+    let rest: Vec<Vec<LayerIndicators>> = images.collect();
+    if rest.is_empty() {
+        return Ok(first);
+    }
+    first
+        .into_iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let heads = layer
+                .heads
+                .iter()
+                .enumerate()
+                .map(|(h, head)| {
+                    let mut values: Vec<Indicators> = vec![head.indicators];
+                    values.extend(rest.iter().map(|image| image[l].heads[h].indicators));
+                    HeadIndicators {
+                        head: head.head,
+                        kind: head.kind,
+                        indicators: Indicators::mean(&values).expect("at least one image"),
+                    }
+                })
+                .collect();
+            Ok(LayerIndicators::from_heads(layer.layer, heads)?)
+        })
+        .collect()
+}
+
+/// A CPU f32 ndarray copy of a tensor.
+fn to_array(t: &Tensor) -> Result<ArrayD<f32>, ProbeError> {
+    let t = t
+        .f_detach()?
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?;
+    let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
+    let values = Vec::<f32>::try_from(&t.f_reshape([-1])?)?;
+    Ok(ArrayD::from_shape_vec(shape, values).expect("the buffer has one value per element"))
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat` (fields 14 and 15,
+/// in USER_HZ = 100 ticks per second on Linux); `None` where that file does not exist.
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis don't.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The attention overlays of `points` on one image (1 x 3 x H x W) from its clean maps.
+fn attention_overlays(
+    image: &Tensor,
+    maps: &[AttentionMaps],
+    patch: usize,
+    points: &[(f64, f64)],
+) -> Result<RgbImage, ProbeError> {
+    let rgb = to_array(&image.f_get(0)?)?
+        .into_dimensionality::<Ix3>()
+        .map_err(|e| ProbeError::Maps {
+            layer: 0,
+            message: format!("probe image: {e}"),
+        })?;
+    let (_, h, w) = rgb.dim();
+    let base = rgb_image(rgb.view());
+    let mut rows: Vec<Vec<RgbImage>> = points.iter().map(|_| Vec::new()).collect();
+    for (layer, map) in maps.iter().enumerate() {
+        // Mean over heads: H x N x N -> N x N.
+        let mean = to_array(
+            &map.probabilities
+                .f_get(0)?
+                .f_mean_dim(0, false, Kind::Float)?,
+        )?
+        .into_dimensionality::<Ix2>()
+        .map_err(|e| ProbeError::Maps {
+            layer,
+            message: format!("mean attention: {e}"),
+        })?;
+        let tokens = mean.nrows();
+        let (gh, gw) = grid(tokens, h, w, patch).ok_or_else(|| ProbeError::Maps {
+            layer,
+            message: format!(
+                "{tokens} tokens do not fit the {patch}-pixel patch grid of a {h} x {w} image"
+            ),
+        })?;
+        let prefix = tokens - gh * gw;
+        for ((py, px), row) in points.iter().zip(rows.iter_mut()) {
+            let (r, c) = patch_at(*py, *px, gh, gw);
+            if layer == 0 {
+                row.push(mark_patch(&base, r, c, gh, gw));
+            }
+            let keys = mean.row(prefix + r * gw + c);
+            let patches = keys.slice(ndarray::s![prefix..]);
+            let max = patches.fold(f32::MIN_POSITIVE, |m, &v| m.max(v));
+            let heat = Array2::from_shape_fn((gh, gw), |(i, j)| patches[i * gw + j] / max);
+            row.push(overlay(&base, heat.view(), 0.6));
+        }
+    }
+    Ok(tile(&rows, 2))
+}
+
+/// The patch grid (rows, columns) of an h x w image, if the `tokens` tokens are that grid after
+/// prefix tokens (CLS).
+fn grid(tokens: usize, h: usize, w: usize, patch: usize) -> Option<(usize, usize)> {
+    let (gh, gw) = (h / patch.max(1), w / patch.max(1));
+    (gh > 0 && gw > 0 && gh * gw <= tokens).then_some((gh, gw))
+}
+
+/// The patch under a point given as fractions of the image.
+fn patch_at(py: f64, px: f64, gh: usize, gw: usize) -> (usize, usize) {
+    let cell = |f: f64, n: usize| ((f.clamp(0.0, 1.0) * n as f64) as usize).min(n - 1);
+    (cell(py, gh), cell(px, gw))
+}
+
+/// The input image with a white frame around the query patch.
+fn mark_patch(base: &RgbImage, r: usize, c: usize, gh: usize, gw: usize) -> RgbImage {
+    let mut img = base.clone();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (y0, y1) = (r * h / gh, ((r + 1) * h / gh).min(h) - 1);
+    let (x0, x1) = (c * w / gw, ((c + 1) * w / gw).min(w) - 1);
+    for y in y0..=y1 {
+        for x in x0..=x1 {
+            if y == y0 || y == y1 || x == x0 || x == x1 {
+                img.put_pixel(x as u32, y as u32, Rgb([255, 255, 255]));
+            }
+        }
+    }
+    img
+}
+
+/// Identifies one noise tensor: (seed, image, stream, draw); stream 0 is the input noise,
+/// stream 1 + l the sigma noise of block l.
+#[derive(Debug, Clone, Copy)]
+struct NoiseKey(u64);
+
+impl NoiseKey {
+    fn new(seed: u64, image: u64, stream: u64, draw: u64) -> Self {
+        let mut state = seed;
+        for part in [image, stream, draw] {
+            state = splitmix64(state ^ splitmix64(part));
+        }
+        Self(state)
+    }
+}
+
+/// A CPU tensor of `shape` with N(0, std^2) entries (Box-Muller on SplitMix64 uniforms).
+fn normal_tensor(shape: &[i64], std: f64, key: NoiseKey) -> Result<Tensor, ProbeError> {
+    let n: i64 = shape.iter().product();
+    let mut counter = 0u64;
+    let mut uniform = || {
+        counter += 1;
+        let bits = splitmix64(
+            key.0
+                .wrapping_add(counter.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        );
+        ((bits >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut values = Vec::with_capacity(n as usize + 1);
+    while values.len() < n as usize {
+        let (u, v) = (uniform(), uniform());
+        let radius = (-2.0 * u.ln()).sqrt() * std;
+        let angle = std::f64::consts::TAU * v;
+        values.push((radius * angle.cos()) as f32);
+        values.push((radius * angle.sin()) as f32);
+    }
+    values.truncate(n as usize);
+    Ok(Tensor::from_slice(&values).f_reshape(shape)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_is_deterministic_and_has_the_asked_spread() {
+        let key = NoiseKey::new(7, 0, 0, 1);
+        let a = normal_tensor(&[4, 1000], 0.01, key).unwrap();
+        let b = normal_tensor(&[4, 1000], 0.01, key).unwrap();
+        assert!(a.equal(&b));
+        let std = a.std(true).double_value(&[]);
+        let mean = a.mean(Kind::Float).double_value(&[]);
+        assert!((std - 0.01).abs() < 0.0005, "std {std}");
+        assert!(mean.abs() < 0.0005, "mean {mean}");
+        let other = normal_tensor(&[4, 1000], 0.01, NoiseKey::new(7, 0, 0, 2)).unwrap();
+        assert!(!a.equal(&other), "another draw gives other noise");
+    }
+
+    #[test]
+    fn process_cpu_time_grows_with_work() {
+        let before = process_cpu_time();
+        if cfg!(target_os = "linux") {
+            assert!(before.is_some(), "/proc/self/stat is readable on Linux");
+        }
+        let Some(before) = before else { return };
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(60) {
+            x = splitmix64(x);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_time().unwrap() >= before);
+    }
+
+    #[test]
+    fn grid_leaves_the_cls_token_as_prefix() {
+        assert_eq!(grid(577, 384, 384, 16), Some((24, 24)));
+        assert_eq!(grid(1 + 4 * 6, 64, 96, 16), Some((4, 6)));
+        assert_eq!(grid(3, 64, 64, 16), None);
+    }
+
+    #[test]
+    fn points_map_to_patches_inside_the_grid() {
+        assert_eq!(patch_at(0.5, 0.5, 4, 4), (2, 2));
+        assert_eq!(patch_at(1.0, 0.0, 4, 6), (3, 0));
+    }
+}

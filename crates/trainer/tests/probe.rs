@@ -1,0 +1,152 @@
+//! The spectral probe on a tiny random DPT (DESIGN.md section 9): finite indicators for both
+//! attention kinds, robustness in (0, 1], sigma untouched bit for bit, deterministic records and
+//! the run files the report reads.
+
+use glassbox_attention::AttentionKind;
+use glassbox_spectral::{
+    ATTENTION_DIR, AttentionKind as Kind2, Indicator, SIGMA_FILE, SPECTRAL_FILE, read_sigma_log,
+    read_spectral_log,
+};
+use glassbox_trainer::probe::{Probe, ProbeOptions};
+use glassbox_trainer::{Dpt, DptConfig};
+use tch::{Device, Kind, Tensor, nn};
+
+const LAYERS: usize = 4;
+
+fn tiny(kind: AttentionKind) -> (nn::VarStore, Dpt) {
+    tch::manual_seed(11);
+    let mut config = DptConfig::dpt_tiny().with_attention(kind);
+    config.encoder.num_layers = LAYERS;
+    config.encoder.hooks = vec![1, 2, 3, 4];
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Dpt::new(&vs.root(), &config).unwrap();
+    (vs, model)
+}
+
+/// `images` random normalised images; `draws` noise draws per robustness variant (DESIGN: 4,
+/// fewer where a test checks bookkeeping, to keep the suite fast).
+fn probe_batch(images: i64, draws: usize) -> Probe {
+    tch::manual_seed(5);
+    let images = Tensor::randn([images, 3, 48, 64], (Kind::Float, Device::Cpu));
+    let options = ProbeOptions {
+        draws,
+        ..ProbeOptions::default()
+    };
+    Probe::new(images, options).unwrap()
+}
+
+/// Gives sigma spread-out values, so that the sigma indicators are not those of sigma = ones.
+fn spread_sigma(model: &Dpt) {
+    for block in model.encoder().blocks() {
+        let sigma = block.attention().sigma().unwrap();
+        let values = Tensor::rand(sigma.size(), (Kind::Float, Device::Cpu)) * 2.0 + 0.1;
+        block.attention().set_sigma(&values).unwrap();
+    }
+}
+
+#[test]
+fn probe_gives_finite_indicators_and_robustness_in_unit_interval_for_both_kinds() {
+    for kind in [AttentionKind::Standard, AttentionKind::Svda] {
+        let (_vs, model) = tiny(kind);
+        if kind == AttentionKind::Svda {
+            spread_sigma(&model);
+        }
+        let out = probe_batch(2, 4).run(&model, 7).unwrap();
+        assert_eq!(out.record.step, 7);
+        assert_eq!(out.record.layers.len(), LAYERS);
+        for layer in &out.record.layers {
+            assert_eq!(layer.heads.len(), 3, "ViT-Tiny has 3 heads");
+            for head in &layer.heads {
+                let i = head.indicators;
+                for indicator in Indicator::ALL {
+                    if let Some(v) = i.get(indicator) {
+                        assert!(v.is_finite(), "{kind:?} {indicator:?} = {v}");
+                    }
+                }
+                let input = i.robustness_input.expect("input robustness measured");
+                assert!(input > 0.0 && input <= 1.0, "{kind:?} robustness {input}");
+                assert!(input < 1.0, "the input noise moved the map");
+                assert!(i.selectivity > 0.0 && i.selectivity <= 1.0);
+                assert!(i.effective_rank >= 1.0);
+                match kind {
+                    AttentionKind::Svda => {
+                        assert_eq!(head.kind, Kind2::Svda);
+                        let s = i.robustness_sigma.expect("sigma robustness measured");
+                        assert!(s > 0.0 && s < 1.0, "sigma robustness {s} in (0, 1)");
+                        let entropy = i.spectral_entropy.unwrap();
+                        assert!(entropy > 0.5 && entropy < 1.0, "entropy {entropy}");
+                    }
+                    AttentionKind::Standard => {
+                        assert_eq!(head.kind, Kind2::Standard);
+                        assert!(i.spectral_entropy.is_none() && i.robustness_sigma.is_none());
+                    }
+                }
+            }
+        }
+        assert_eq!(out.sigma.is_some(), kind == AttentionKind::Svda);
+        assert!(out.timing.forward.as_nanos() > 0 && out.timing.spectral.as_nanos() > 0);
+    }
+}
+
+#[test]
+fn probe_restores_sigma_bit_exactly() {
+    let (_vs, model) = tiny(AttentionKind::Svda);
+    spread_sigma(&model);
+    let before: Vec<Tensor> = model
+        .encoder()
+        .blocks()
+        .iter()
+        .map(|b| b.attention().sigma().unwrap().detach().copy())
+        .collect();
+    probe_batch(1, 2).run(&model, 0).unwrap();
+    for (block, before) in model.encoder().blocks().iter().zip(&before) {
+        let after = block.attention().sigma().unwrap();
+        assert!(after.equal(before), "sigma changed by the probe");
+        assert!(
+            after.requires_grad(),
+            "sigma is still a trainable parameter"
+        );
+    }
+}
+
+#[test]
+fn probing_twice_gives_the_same_record() {
+    let (_vs, model) = tiny(AttentionKind::Svda);
+    let probe = probe_batch(2, 1);
+    let a = probe.run(&model, 1).unwrap().record;
+    let b = probe.run(&model, 1).unwrap().record;
+    assert_eq!(a, b);
+}
+
+#[test]
+fn probe_output_extends_the_run_logs_and_writes_overlays() {
+    let (_vs, model) = tiny(AttentionKind::Svda);
+    let dir = tempfile::tempdir().unwrap();
+    let probe = probe_batch(1, 1);
+    for step in [0, 5] {
+        let files = probe.run(&model, step).unwrap().write(dir.path()).unwrap();
+        assert_eq!(files.spectral, dir.path().join(SPECTRAL_FILE));
+        assert_eq!(files.sigma, Some(dir.path().join(SIGMA_FILE)));
+    }
+    let records = read_spectral_log(&dir.path().join(SPECTRAL_FILE)).unwrap();
+    assert_eq!(records.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 5]);
+    let sigma = read_sigma_log(&dir.path().join(SIGMA_FILE)).unwrap();
+    assert_eq!(sigma.len(), 2);
+    assert_eq!(sigma[1].layers.len(), LAYERS);
+    assert_eq!(sigma[1].layers[0].len(), 3);
+    assert_eq!(sigma[1].layers[0][0].len(), 64, "ViT-Tiny head width");
+    let png = image::open(dir.path().join(ATTENTION_DIR).join("step_000005.png")).unwrap();
+    // One row per query point, input + one overlay per layer, 2-pixel gaps.
+    assert_eq!(
+        png.width(),
+        (LAYERS as u32 + 1) * 64 + (LAYERS as u32 + 2) * 2
+    );
+    assert_eq!(png.height(), 3 * 48 + 4 * 2);
+}
+
+#[test]
+fn probe_rejects_images_that_are_not_a_batch_of_rgb() {
+    let images = Tensor::zeros([3, 32, 32], (Kind::Float, Device::Cpu));
+    let err = Probe::new(images, ProbeOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("[3, 32, 32]"), "{err}");
+}
