@@ -10,7 +10,9 @@
 //! - [`train`]: the training loop, logs and the end-of-run report;
 //! - [`eval`]: validation and benchmark evaluation (median and scale-shift alignment, baseline);
 //! - [`report`]: loss curve, contact sheet and attention overlays as PNG;
-//! - [`predict`]: depth PNGs and attention maps for image files.
+//! - [`predict`]: depth PNGs and attention maps for image files;
+//! - [`probe`]: the spectral indicators (section 9) of the model on a fixed probe batch, logged over
+//!   training into `spectral.jsonl` (figures: `glassbox_spectral::report`).
 
 pub mod checkpoint;
 pub mod config;

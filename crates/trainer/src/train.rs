@@ -21,13 +21,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::probe::{Probe, ProbeOptions};
 use crate::checkpoint::{self, CheckpointError, CheckpointPaths, TrainState};
 use crate::config::TrainConfig;
 use crate::data::{self, Batch, Split, TensorSet};
 use crate::eval::{self, EvalReport};
 use crate::model::Dpt;
 use crate::optim::{AdamW, lr_factor};
+use crate::probe::{Probe, ProbeOptions};
 use crate::report;
 
 /// Everything that stops a run.
@@ -597,7 +597,6 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
             trainer.save_last(dir, loss)?;
         }
     }
-    drop(run_probe);
     if let Some(record) = &last_spectral {
         progress.log(&format!(
             "spectral indicators at step {} (mean over heads; docs/spectral.md):\n{}",

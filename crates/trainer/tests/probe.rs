@@ -150,3 +150,47 @@ fn probe_rejects_images_that_are_not_a_batch_of_rgb() {
     let err = Probe::new(images, ProbeOptions::default()).unwrap_err();
     assert!(err.to_string().contains("[3, 32, 32]"), "{err}");
 }
+
+#[test]
+fn training_probes_at_start_every_n_steps_and_at_the_end_and_resume_adds_no_duplicate() {
+    let mut config = glassbox_trainer::TrainConfig::preset("test").unwrap();
+    config.set_attention(AttentionKind::Svda);
+    config.optim.steps = 5;
+    config.schedule.spectral_every = 2;
+    config.schedule.checkpoint_every = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let options = |resume: bool, stop_after: Option<usize>| glassbox_trainer::TrainOptions {
+        run_dir: dir.path().to_path_buf(),
+        resume,
+        quiet: true,
+        stop_after,
+        report: false,
+    };
+    glassbox_trainer::train(&config, &options(false, Some(3))).unwrap();
+    glassbox_trainer::train(&config, &options(true, None)).unwrap();
+    let steps = |file: &str| -> Vec<u64> {
+        let path = dir.path().join(file);
+        match file {
+            SPECTRAL_FILE => read_spectral_log(&path)
+                .unwrap()
+                .iter()
+                .map(|r| r.step)
+                .collect(),
+            _ => read_sigma_log(&path)
+                .unwrap()
+                .iter()
+                .map(|r| r.step)
+                .collect(),
+        }
+    };
+    // Stopped at 3 (probed and checkpointed there), resumed from 3: no step twice, no second
+    // step-0 probe.
+    assert_eq!(steps(SPECTRAL_FILE), [0, 2, 3, 4, 5]);
+    assert_eq!(steps(SIGMA_FILE), [0, 2, 3, 4, 5]);
+    assert!(
+        dir.path()
+            .join(ATTENTION_DIR)
+            .join("step_000005.png")
+            .is_file()
+    );
+}
