@@ -22,48 +22,33 @@ fn assert_finite(report: &glassbox_trainer::eval::EvalReport) {
     }
 }
 
-#[test]
-fn nyu_samples_are_scored_at_480x640_with_the_eigen_crop_and_10_m_cap() {
-    let root = real_data_root().join("nyu-sync-samples");
-    let dataset = open_eval_dataset("nyu", &root)
-        .unwrap_or_else(|e| panic!("NYU samples expected at {}: {e}", root.display()));
-    assert_eq!(dataset.len(), 3);
-    assert_eq!(dataset.get(0).unwrap().depth.dim(), (480, 640));
-    let report = evaluate_files(
-        &untrained().model,
-        None,
-        &dataset,
-        64,
-        Device::Cpu,
-        DepthEvalConfig::nyu(),
-    )
-    .unwrap();
+/// Scores the three real samples of `folder` with an untrained model and checks the protocol.
+fn score_real_samples(dataset: &str, folder: &str, size: (usize, usize), cfg: DepthEvalConfig, crop: Crop) {
+    let root = real_data_root().join(folder);
+    let data = open_eval_dataset(dataset, &root)
+        .unwrap_or_else(|e| panic!("{dataset} samples expected at {}: {e}", root.display()));
+    assert_eq!(data.len(), 3);
+    assert_eq!(data.get(0).unwrap().depth.dim(), size);
+    let max_depth = cfg.max_depth;
+    let report = evaluate_files(&untrained().model, None, &data, 64, Device::Cpu, cfg).unwrap();
     assert_eq!((report.images, report.skipped), (3, 0));
-    assert_eq!(report.protocol.crop, Crop::Eigen);
-    assert_eq!(report.protocol.max_depth, 10.0);
+    assert_eq!(report.protocol.crop, crop);
+    assert_eq!(report.protocol.max_depth, max_depth);
     assert_finite(&report);
 }
 
 #[test]
+fn nyu_samples_are_scored_at_480x640_with_the_eigen_crop_and_10_m_cap() {
+    let cfg = DepthEvalConfig::nyu();
+    assert_eq!(cfg.max_depth, 10.0);
+    score_real_samples("nyu", "nyu-sync-samples", (480, 640), cfg, Crop::Eigen);
+}
+
+#[test]
 fn kitti_samples_are_scored_at_full_resolution_with_the_garg_crop_and_80_m_cap() {
-    let root = real_data_root().join("kitti-samples");
-    let dataset = open_eval_dataset("kitti", &root)
-        .unwrap_or_else(|e| panic!("KITTI samples expected at {}: {e}", root.display()));
-    assert_eq!(dataset.len(), 3);
-    assert_eq!(dataset.get(0).unwrap().depth.dim(), (375, 1242));
-    let report = evaluate_files(
-        &untrained().model,
-        None,
-        &dataset,
-        64,
-        Device::Cpu,
-        DepthEvalConfig::kitti(),
-    )
-    .unwrap();
-    assert_eq!((report.images, report.skipped), (3, 0));
-    assert_eq!(report.protocol.crop, Crop::Garg);
-    assert_eq!(report.protocol.max_depth, 80.0);
-    assert_finite(&report);
+    let cfg = DepthEvalConfig::kitti();
+    assert_eq!(cfg.max_depth, 80.0);
+    score_real_samples("kitti", "kitti-samples", (375, 1242), cfg, Crop::Garg);
 }
 
 #[test]
