@@ -85,6 +85,11 @@ pub struct OptimConfig {
     pub lr_backbone: f64,
     /// Learning rate of the decoder and head.
     pub lr_decoder: f64,
+    /// Learning rate of SVDA's sigma (`*.attn.sigma`); `None` uses the backbone's. sigma starts at
+    /// ones and the scores Q^ Sigma K^T / sqrt(d) of unit rows stay within +-|sigma|/sqrt(d), so at
+    /// the backbone rate the attention stays near uniform for a whole short run (docs/spectral.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_sigma: Option<f64>,
     pub weight_decay: f64,
     pub beta1: f64,
     pub beta2: f64,
@@ -178,6 +183,7 @@ impl TrainConfig {
                 accumulate: 1,
                 lr_backbone: 3e-4,
                 lr_decoder: 6e-4,
+                lr_sigma: None,
                 weight_decay: 0.01,
                 beta1: 0.9,
                 beta2: 0.999,
@@ -313,6 +319,7 @@ impl TrainConfig {
         for (field, v) in [
             ("optim.lr_backbone", o.lr_backbone),
             ("optim.lr_decoder", o.lr_decoder),
+            ("optim.lr_sigma", o.lr_sigma.unwrap_or(0.0)),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(invalid(field, v.to_string(), "a finite rate >= 0"));

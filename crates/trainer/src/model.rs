@@ -385,7 +385,13 @@ fn load_converted(
         .collect();
     named.extend(others);
     // Skipped and unknown names go through the loader so that its report lists them.
-    named.extend(converted.unused.iter().chain(&converted.unknown).map(|n| (n.clone(), placeholder())));
+    named.extend(
+        converted
+            .unused
+            .iter()
+            .chain(&converted.unknown)
+            .map(|n| (n.clone(), placeholder())),
+    );
     let report = load_named_tensors(vs, named, &path.display().to_string(), |n| {
         (!skip.contains(n) && !is_known_unused_hf_tensor(n)).then(|| n.to_string())
     })?;

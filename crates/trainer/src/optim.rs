@@ -125,10 +125,10 @@ impl AdamW {
                     continue;
                 }
                 let g = if scale != 1.0 { &g * scale } else { g };
-                let lr = if name.starts_with("encoder.") {
-                    lr_backbone
-                } else {
-                    lr_decoder
+                let lr = match c.lr_sigma {
+                    Some(lr_sigma) if name.ends_with(".attn.sigma") => lr_sigma * factor,
+                    _ if name.starts_with("encoder.") => lr_backbone,
+                    _ => lr_decoder,
                 };
                 let m = &mut self.m[i];
                 let _ = m.g_mul_scalar_(b1);
@@ -231,5 +231,27 @@ mod tests {
         let b: Vec<f32> = Vec::try_from(&b.detach()).unwrap();
         assert!(w.iter().all(|x| (x - 0.9).abs() < 1e-5), "{w:?}");
         assert!(b.iter().all(|x| (x + 0.99).abs() < 1e-5), "{b:?}");
+    }
+
+    #[test]
+    fn svda_sigma_takes_its_own_learning_rate_when_one_is_set() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let enc = vs.root().sub("encoder").sub("blocks").sub("0").sub("attn");
+        let sigma = enc.var("sigma", &[2], nn::Init::Const(1.0));
+        let qkv = enc.var("qkv_bias", &[2], nn::Init::Const(1.0));
+        let mut config = crate::config::TrainConfig::preset("test").unwrap().optim;
+        config.lr_backbone = 0.01;
+        config.lr_sigma = Some(0.5);
+        config.weight_decay = 0.0;
+        config.clip_grad_norm = 0.0;
+        let mut opt = AdamW::new(&vs, &config);
+        let loss = sigma.sum(Kind::Float) + qkv.sum(Kind::Float);
+        opt.zero_grad();
+        loss.backward();
+        opt.step(1.0).unwrap();
+        let sigma: Vec<f32> = Vec::try_from(&sigma.detach()).unwrap();
+        let qkv: Vec<f32> = Vec::try_from(&qkv.detach()).unwrap();
+        assert!(sigma.iter().all(|x| (x - 0.5).abs() < 1e-5), "{sigma:?}");
+        assert!(qkv.iter().all(|x| (x - 0.99).abs() < 1e-5), "{qkv:?}");
     }
 }

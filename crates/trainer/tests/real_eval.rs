@@ -23,7 +23,13 @@ fn assert_finite(report: &glassbox_trainer::eval::EvalReport) {
 }
 
 /// Scores the three real samples of `folder` with an untrained model and checks the protocol.
-fn score_real_samples(dataset: &str, folder: &str, size: (usize, usize), cfg: DepthEvalConfig, crop: Crop) {
+fn score_real_samples(
+    dataset: &str,
+    folder: &str,
+    size: (usize, usize),
+    cfg: DepthEvalConfig,
+    crop: Crop,
+) {
     let root = real_data_root().join(folder);
     let data = open_eval_dataset(dataset, &root)
         .unwrap_or_else(|e| panic!("{dataset} samples expected at {}: {e}", root.display()));

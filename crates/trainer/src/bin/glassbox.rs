@@ -72,6 +72,9 @@ enum Cmd {
         /// Decoder learning rate; the backbone's keeps its ratio to it.
         #[arg(long)]
         lr: Option<f64>,
+        /// Learning rate of SVDA's sigma (default: the backbone's).
+        #[arg(long)]
+        lr_sigma: Option<f64>,
         /// Square image size, or HxW.
         #[arg(long)]
         image_size: Option<String>,
@@ -168,6 +171,7 @@ fn main() -> Result<()> {
             batch_size,
             accumulate,
             lr,
+            lr_sigma,
             image_size,
             data_root,
             run_dir,
@@ -215,6 +219,9 @@ fn main() -> Result<()> {
                 let ratio = cfg.optim.lr_backbone / cfg.optim.lr_decoder;
                 cfg.optim.lr_decoder = v;
                 cfg.optim.lr_backbone = v * ratio;
+            }
+            if lr_sigma.is_some() {
+                cfg.optim.lr_sigma = lr_sigma;
             }
             if let Some(s) = image_size {
                 cfg.data.image_size = parse_size(&s)?;
