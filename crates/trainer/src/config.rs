@@ -178,7 +178,7 @@ impl TrainConfig {
                 hflip: true,
             },
             optim: OptimConfig {
-                steps: 400,
+                steps: 600,
                 batch_size: 8,
                 accumulate: 1,
                 lr_backbone: 3e-4,
