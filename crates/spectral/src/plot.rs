@@ -272,6 +272,11 @@ pub fn indicators_over_steps(
                 .collect(),
         })
         .collect();
+    render_indicator_panels(panels, stem)
+}
+
+/// Indicator figures (a) and (b) share one layout: two columns of legended panels.
+fn render_indicator_panels(panels: Vec<Panel>, stem: &Path) -> Result<Vec<PathBuf>> {
     render(
         &PanelGrid {
             panels,
@@ -310,15 +315,7 @@ pub fn depth_profiles(runs: &[(String, &SpectralRecord)], stem: &Path) -> Result
                 .collect(),
         })
         .collect();
-    render(
-        &PanelGrid {
-            panels,
-            cols: 2,
-            panel_size: (520, 340),
-            legend: true,
-        },
-        stem,
-    )
+    render_indicator_panels(panels, stem)
 }
 
 /// Figure (c): SVDA sigma spectra, one panel per layer, one line per head of |sigma| sorted from

@@ -166,9 +166,10 @@ pub fn attention_map(
         .get(0)
         .mean_dim(0, false, Kind::Float)
         .get(token as i64)
-        .narrow(0, (tokens - gh * gw) as i64, (gh * gw) as i64)
         .to_device(Device::Cpu);
-    let max = row.max().double_value(&[]).max(1e-12);
-    let values = Vec::<f32>::try_from(&(row / max)).expect("float tensor");
-    Ok(Array2::from_shape_vec((gh, gw), values).expect("grid size"))
+    let keys = Vec::<f32>::try_from(&row).expect("float tensor");
+    Ok(crate::probe::patch_heat(
+        ndarray::ArrayView1::from(&keys),
+        (gh, gw),
+    ))
 }

@@ -432,6 +432,14 @@ fn process_cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// One query's attention over the patch tokens (the last gh * gw keys), as a gh x gw map scaled
+/// to a maximum of 1: what the overlays and `glassbox predict` draw.
+pub fn patch_heat(keys: ndarray::ArrayView1<f32>, (gh, gw): (usize, usize)) -> Array2<f32> {
+    let patches = keys.slice(ndarray::s![keys.len() - gh * gw..]);
+    let max = patches.fold(f32::MIN_POSITIVE, |m, &v| m.max(v));
+    Array2::from_shape_fn((gh, gw), |(i, j)| patches[i * gw + j] / max)
+}
+
 /// The attention overlays of `points` on one image (1 x 3 x H x W) from its clean maps.
 fn attention_overlays(
     image: &Tensor,
@@ -473,10 +481,7 @@ fn attention_overlays(
             if layer == 0 {
                 row.push(mark_patch(&base, r, c, gh, gw));
             }
-            let keys = mean.row(prefix + r * gw + c);
-            let patches = keys.slice(ndarray::s![prefix..]);
-            let max = patches.fold(f32::MIN_POSITIVE, |m, &v| m.max(v));
-            let heat = Array2::from_shape_fn((gh, gw), |(i, j)| patches[i * gw + j] / max);
+            let heat = patch_heat(mean.row(prefix + r * gw + c), (gh, gw));
             row.push(overlay(&base, heat.view(), 0.6));
         }
     }
