@@ -347,6 +347,9 @@ proptest! {
         prop_assert!(max_abs_diff(&sums, &sums.ones_like()) < 1e-5);
         prop_assert!(maps.probabilities.ge(0.0).all().int64_value(&[]) == 1);
         let fused = attn.forward_t(&x, false).unwrap();
-        prop_assert!(max_abs_diff(&fused, &maps.output) < 1e-5);
+        // float32 agreement is relative: outputs of |x| ~ 10 differ by a few ulps (~1e-6 each).
+        let scale = fused.abs().max().double_value(&[]).max(1.0);
+        let diff = max_abs_diff(&fused, &maps.output);
+        prop_assert!(diff < 1e-5 * scale, "paths differ by {} at output scale {}", diff, scale);
     }
 }
