@@ -50,6 +50,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Run an ablation grid, resumable: `cargo xtask ablate` runs the reduced default grid (standard
+    /// vs SVDA x 3 readouts x 2 seeds, about 35 min on 2 cores); `--grid full|FILE` any other.
+    Ablate {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Colour-mapped depth (and attention) PNGs: `--checkpoint C [--attention-layer L --token T] IMAGES...`.
     Predict {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -104,6 +110,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Eval { args } => run_glassbox(&env, "eval", args)?,
         Cmd::Predict { args } => run_glassbox(&env, "predict", args)?,
         Cmd::Report { args } => run_glassbox(&env, "report", args)?,
+        Cmd::Ablate { args } => run_glassbox(&env, "ablate", args)?,
         Cmd::GenData { args } => {
             let mut cmd = env.cargo("run");
             cmd.args([
@@ -124,8 +131,11 @@ fn run_cli(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Runs `glassbox <subcommand> ARGS` (glassbox-trainer's binary) in release mode.
+/// Runs `glassbox <subcommand> ARGS` (glassbox-trainer's binary) in release mode. Ctrl-C reaches
+/// the binary too (same process group); xtask ignores it and waits, so the binary can finish its
+/// checkpoint and print where to resume.
 fn run_glassbox(env: &BuildEnv, subcommand: &str, args: Vec<OsString>) -> Result<()> {
+    ctrlc::set_handler(|| {}).context("installing the Ctrl-C handler")?;
     let mut cmd = env.cargo("run");
     cmd.args([
         "--release",
@@ -137,7 +147,14 @@ fn run_glassbox(env: &BuildEnv, subcommand: &str, args: Vec<OsString>) -> Result
         "--",
         subcommand,
     ]);
-    run(cmd.args(args))
+    cmd.args(args);
+    let status = cmd.status().context("cannot start cargo")?;
+    match status.code() {
+        Some(0) => Ok(()),
+        // Interrupted by Ctrl-C: the binary already said where things stand.
+        Some(130) => std::process::exit(130),
+        _ => bail!("glassbox {subcommand} failed ({status})"),
+    }
 }
 
 /// The environment every cargo invocation of ours gets.

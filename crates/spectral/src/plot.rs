@@ -1,6 +1,7 @@
 //! Figures of the spectral logs (DESIGN.md sections 9 and 11), each written as SVG and PNG:
 //! indicators over training steps (one line per layer), depth profiles of several runs side by
-//! side (one panel per indicator) and SVDA sigma spectra (sorted |sigma|, one line per head).
+//! side (one panel per indicator), SVDA sigma spectra (sorted |sigma|, one line per head), and
+//! bar comparisons across the variants of an ablation (the project's one figure engine).
 //!
 //! Drawn with plotters. PNG text needs a font: DejaVu Sans is embedded (the `dejavu` crate) and
 //! registered with plotters' `ab_glyph` backend, so figures look the same on every machine and
@@ -11,6 +12,7 @@ use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
 use crate::error::{Result, SpectralError};
@@ -124,27 +126,29 @@ fn draw_panel<DB: DrawingBackend>(
     legend: bool,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let (x_range, y_range) = ranges(panel.lines.iter().flat_map(|l| l.points.iter().copied()));
+    let y_digits = tick_digits(y_range.end - y_range.start);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(34)
-        .y_label_area_size(52)
+        .y_label_area_size(44 + 7 * y_digits as u32)
         .build_cartesian_2d(x_range, y_range)?;
     let integer_x = panel
         .lines
         .iter()
         .flat_map(|l| &l.points)
         .all(|(x, _)| x.fract() == 0.0);
-    let x_format = |x: &f64| {
-        if integer_x {
-            format!("{x:.0}")
-        } else {
-            format!("{x:.2}")
-        }
+    let x_format = |x: &f64| match integer_x {
+        // Layers and steps are integers: a tick between two of them gets no label.
+        true if (x - x.round()).abs() > 1e-9 => String::new(),
+        true => format!("{x:.0}"),
+        false => format!("{x:.2}"),
     };
+    let y_format = |y: &f64| format!("{y:.y_digits$}");
     chart
         .configure_mesh()
         .x_label_formatter(&x_format)
+        .y_label_formatter(&y_format)
         .x_desc(panel.x_desc.as_str())
         .y_desc(panel.y_desc.as_str())
         .label_style(("sans-serif", 11))
@@ -204,6 +208,15 @@ fn ranges(
         (lo - margin)..(hi + margin)
     };
     (pad(x0, x1), pad(y0, y1))
+}
+
+/// Decimals that tell apart about ten ticks over an axis spanning `span` (a flat series near 1.0
+/// would otherwise be labelled 1.0, 1.0, 1.0).
+fn tick_digits(span: f64) -> usize {
+    if span.is_nan() || span <= 0.0 || span.is_infinite() {
+        return 2;
+    }
+    (1.0 - (span / 10.0).log10().floor()).clamp(1.0, 8.0) as usize - 1
 }
 
 /// The colour of item `i` of `n` on a blue-to-red ramp (depth: shallow blue, deep red).
@@ -355,6 +368,162 @@ pub fn sigma_spectra(title: &str, spectra: &SigmaSpectra, stem: &Path) -> Result
     )
 }
 
+/// One bar of a comparison: the mean of a measure over some runs and its spread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    pub label: String,
+    /// Bar height.
+    pub mean: f64,
+    /// Half-length of the error bar (a standard deviation; 0 draws none).
+    pub std: f64,
+}
+
+/// One panel of bars sharing a value axis, e.g. AbsRel of each readout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarPanel {
+    pub title: String,
+    pub y_desc: String,
+    pub bars: Vec<Bar>,
+}
+
+/// Figure (d): comparisons across the levels of one factor (an ablation), one panel per measure,
+/// bars from zero with +- std error bars; written as `<stem>.svg` and `<stem>.png`.
+pub fn bar_panels(panels: &[BarPanel], stem: &Path) -> Result<Vec<PathBuf>> {
+    if let Some(bad) = panels
+        .iter()
+        .flat_map(|p| p.bars.iter().map(move |b| (p, b)))
+        .find(|(_, b)| !b.mean.is_finite() || !b.std.is_finite() || b.std < 0.0)
+    {
+        return Err(SpectralError::Plot {
+            path: stem.to_path_buf(),
+            message: format!(
+                "bar {:?} of panel {:?} has mean {} and std {}; both must be finite, std >= 0",
+                bad.1.label, bad.0.title, bad.1.mean, bad.1.std
+            ),
+        });
+    }
+    render(&BarGrid { panels }, stem)
+}
+
+struct BarGrid<'a> {
+    panels: &'a [BarPanel],
+}
+
+impl Figure for BarGrid<'_> {
+    fn size(&self) -> (u32, u32) {
+        let cols = self.panels.len().clamp(1, 3) as u32;
+        let rows = self.panels.len().div_ceil(3).max(1) as u32;
+        let widest = self.panels.iter().map(|p| p.bars.len()).max().unwrap_or(1);
+        (cols * (220 + 70 * widest as u32).max(360), rows * 320)
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), String> {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let cols = self.panels.len().clamp(1, 3);
+        let rows = self.panels.len().div_ceil(3).max(1);
+        for (panel, area) in self
+            .panels
+            .iter()
+            .zip(root.split_evenly((rows, cols)).iter())
+        {
+            draw_bars(panel, area).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn draw_bars<DB: DrawingBackend>(
+    panel: &BarPanel,
+    area: &DrawingArea<DB, Shift>,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let n = panel.bars.len().max(1) as i32;
+    let top = panel
+        .bars
+        .iter()
+        .map(|b| b.mean + b.std)
+        .fold(0.0f64, f64::max);
+    let bottom = panel
+        .bars
+        .iter()
+        .map(|b| b.mean - b.std)
+        .fold(0.0f64, f64::min);
+    let span = (top - bottom).max(1e-9);
+    let y_range = (bottom - 0.05 * span * f64::from(bottom < 0.0))..(top + 0.12 * span);
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(34)
+        .y_label_area_size(58)
+        // A segmented 0..k axis has k + 1 slots (the last one closes the range).
+        .build_cartesian_2d((0..n - 1).into_segmented(), y_range)?;
+    let labels = &panel.bars;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n as usize)
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels
+                .get(*i as usize)
+                .map(|b| b.label.clone())
+                .unwrap_or_default(),
+            SegmentValue::Last => String::new(),
+        })
+        .y_desc(panel.y_desc.as_str())
+        .label_style(("sans-serif", 11))
+        .axis_desc_style(("sans-serif", 12))
+        .light_line_style(RGBColor(244, 244, 244))
+        .draw()?;
+    for (i, bar) in panel.bars.iter().enumerate() {
+        let i = i as i32;
+        let color = categorical(i as usize);
+        chart.draw_series(
+            Histogram::vertical(&chart)
+                .margin(14)
+                .style(color.mix(0.85).filled())
+                .data([(i, bar.mean)]),
+        )?;
+        if bar.std > 0.0 {
+            let (lo, hi) = (bar.mean - bar.std, bar.mean + bar.std);
+            let black = BLACK.stroke_width(1);
+            chart.draw_series([PathElement::new(
+                vec![
+                    (SegmentValue::CenterOf(i), lo),
+                    (SegmentValue::CenterOf(i), hi),
+                ],
+                black,
+            )])?;
+        }
+        chart.draw_series([Text::new(
+            format_value(bar.mean, bar.std),
+            (SegmentValue::CenterOf(i), bar.mean + bar.std + 0.03 * span),
+            ("sans-serif", 11)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Bottom)),
+        )])?;
+    }
+    Ok(())
+}
+
+/// A bar's printed value: enough digits to tell close means apart.
+fn format_value(mean: f64, std: f64) -> String {
+    let digits = if mean.abs() >= 100.0 {
+        0
+    } else if mean.abs() >= 10.0 {
+        1
+    } else {
+        3
+    };
+    if std > 0.0 {
+        format!("{mean:.digits$}±{std:.digits$}")
+    } else {
+        format!("{mean:.digits$}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +534,53 @@ mod tests {
         assert!(x.start < 0.0 && x.end > 10.0);
         assert!(y.start < 1.0 && y.end > 1.0);
         assert_eq!(ranges(std::iter::empty()), (0.0..1.0, 0.0..1.0));
+    }
+
+    #[test]
+    fn bar_panels_write_svg_and_png_and_refuse_non_finite_bars() {
+        let dir = tempfile::tempdir().unwrap();
+        let bar = |label: &str, mean, std| Bar {
+            label: label.into(),
+            mean,
+            std,
+        };
+        let panel = BarPanel {
+            title: "AbsRel by readout".into(),
+            y_desc: "AbsRel".into(),
+            bars: vec![
+                bar("ignore", 0.21, 0.01),
+                bar("add", 0.19, 0.0),
+                bar("project", 0.18, 0.02),
+            ],
+        };
+        let written =
+            bar_panels(&[panel.clone(), panel.clone()], &dir.path().join("bars")).unwrap();
+        let mut one = panel.clone();
+        one.bars.truncate(1);
+        bar_panels(&[one], &dir.path().join("one")).unwrap();
+        for path in &written {
+            assert!(
+                std::fs::metadata(path).unwrap().len() > 1000,
+                "{path:?} is nearly empty"
+            );
+        }
+        let svg = std::fs::read_to_string(&written[0]).unwrap();
+        assert!(svg.contains("project") && svg.contains("0.180±0.020"));
+        let mut bad = panel;
+        bad.bars[1].mean = f64::NAN;
+        let err = bar_panels(&[bad], &dir.path().join("bad"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"add\"") && err.contains("NaN"), "{err}");
+    }
+
+    #[test]
+    fn tick_labels_get_enough_decimals_for_the_axis_span() {
+        assert_eq!(tick_digits(10.0), 0);
+        assert_eq!(tick_digits(1.0), 1);
+        assert_eq!(tick_digits(0.35), 2);
+        assert_eq!(tick_digits(0.0004), 5);
+        assert_eq!(tick_digits(0.0), 2);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct TrainState {
     pub loss: f64,
     /// Best validation AbsRel so far (median-scaled), if evaluated.
     pub best_abs_rel: Option<f64>,
+    /// Wall time spent training up to this checkpoint, over all invocations (0 in checkpoints
+    /// written before it was recorded).
+    #[serde(default)]
+    pub seconds: f64,
     /// FNV-1a 64 of the weights file.
     pub weights_checksum: u64,
     /// FNV-1a 64 of the optimiser file (absent for `best`, which holds weights only).

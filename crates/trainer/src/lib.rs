@@ -11,9 +11,12 @@
 //! - [`eval`]: validation and benchmark evaluation (median and scale-shift alignment, baseline);
 //! - [`report`]: loss curve, contact sheet and attention overlays as PNG;
 //! - [`predict`]: depth PNGs and attention maps for image files;
+//! - [`ablate`]: ablation grids (attention x readout x hooks x seeds), resumable, summarised as
+//!   CSV / markdown tables and figures;
 //! - [`probe`]: the spectral indicators (section 9) of the model on a fixed probe batch, logged over
 //!   training into `spectral.jsonl` (figures: `glassbox_spectral::report`).
 
+pub mod ablate;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

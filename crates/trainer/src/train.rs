@@ -13,6 +13,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use glassbox_losses::LossConfig;
@@ -84,6 +86,9 @@ pub struct TrainOptions {
     pub stop_after: Option<usize>,
     /// Write the report (evaluation table, loss curve, contact sheet) at the end.
     pub report: bool,
+    /// Set (e.g. by a Ctrl-C handler) to stop after the current update with a checkpoint, so an
+    /// interruption loses no finished step.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// What a run produced.
@@ -96,7 +101,12 @@ pub struct TrainSummary {
     pub losses: Vec<(usize, f64)>,
     /// The final validation, when the run reached its end.
     pub eval: Option<EvalReport>,
+    /// Wall time of this invocation.
     pub seconds: f64,
+    /// Wall time of the whole run, including the invocations before a resume.
+    pub train_seconds: f64,
+    /// The run stopped early because `interrupt` was set.
+    pub interrupted: bool,
 }
 
 /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
@@ -213,6 +223,8 @@ pub struct Trainer {
     /// Updates done.
     pub step: usize,
     pub best_abs_rel: Option<f64>,
+    /// Wall time spent on this run so far (saved in checkpoints, so it survives resumes).
+    pub seconds: f64,
 }
 
 impl Trainer {
@@ -231,6 +243,7 @@ impl Trainer {
             optimizer,
             step: 0,
             best_abs_rel: None,
+            seconds: 0.0,
         })
     }
 
@@ -287,6 +300,7 @@ impl Trainer {
             seed: self.config.seed,
             loss,
             best_abs_rel: self.best_abs_rel,
+            seconds: self.seconds,
             weights_checksum: 0,
             optimizer_checksum: None,
         };
@@ -325,6 +339,7 @@ impl Trainer {
         }
         self.step = state.step;
         self.best_abs_rel = state.best_abs_rel;
+        self.seconds = state.seconds;
         Ok(state)
     }
 }
@@ -516,8 +531,33 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
     if trainer.step == 0 && !options.resume {
         run_probe(&trainer.model, 0)?;
     }
+    let output_map = config.output_map();
+    let validate = |model: &Dpt| {
+        eval::evaluate_set(
+            model,
+            output_map.as_ref(),
+            &val_set,
+            config.optim.batch_size,
+            device,
+            protocol,
+        )
+    };
+    let seconds_before = trainer.seconds;
+    let interrupted = || {
+        options
+            .interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst))
+    };
+    let mut last_saved = trainer.step;
+    let mut last_loss = f64::NAN;
     while trainer.step < end {
+        if interrupted() {
+            break;
+        }
         let loss = trainer.train_step(&train_set, &last_name)?;
+        last_loss = loss;
+        trainer.seconds = seconds_before + started.elapsed().as_secs_f64();
         let step = trainer.step;
         losses.push((step, loss));
         window_steps += 1;
@@ -544,14 +584,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
         progress.update(step, total, &format!("loss {loss:.4}  {rate:.1} img/s"));
         let due = |every: usize| every > 0 && step % every == 0;
         if due(config.schedule.eval_every) || step == total {
-            let report = eval::evaluate_set(
-                &trainer.model,
-                config.output_map().as_ref(),
-                &val_set,
-                config.optim.batch_size,
-                device,
-                protocol,
-            )?;
+            let report = validate(&trainer.model)?;
             append(
                 &eval_log,
                 &json!({"step": step, "abs_rel": report.median.abs_rel,
@@ -576,6 +609,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
                     seed: config.seed,
                     loss,
                     best_abs_rel: trainer.best_abs_rel,
+                    seconds: trainer.seconds,
                     weights_checksum: 0,
                     optimizer_checksum: None,
                 };
@@ -595,7 +629,16 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
         }
         if due(config.schedule.checkpoint_every) || step == end {
             trainer.save_last(dir, loss)?;
+            last_saved = step;
         }
+    }
+    let was_interrupted = trainer.step < end && interrupted();
+    if was_interrupted && trainer.step > last_saved {
+        trainer.save_last(dir, last_loss)?;
+        progress.log(&format!(
+            "interrupted: checkpoint saved at step {} (resume with --resume)",
+            trainer.step
+        ));
     }
     if let Some(record) = &last_spectral {
         progress.log(&format!(
@@ -606,6 +649,10 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
     }
     progress.finish();
     let finished = trainer.step >= total;
+    if finished && last_eval.is_none() {
+        // Resumed from the final checkpoint (e.g. after its report was lost): score it again.
+        last_eval = Some(validate(&trainer.model)?);
+    }
     let eval = if finished { last_eval } else { None };
     if finished
         && options.report
@@ -619,6 +666,8 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
         losses,
         eval,
         seconds: started.elapsed().as_secs_f64(),
+        train_seconds: seconds_before + started.elapsed().as_secs_f64(),
+        interrupted: was_interrupted,
     })
 }
 

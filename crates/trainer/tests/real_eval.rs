@@ -67,6 +67,7 @@ fn predict_rebuilds_the_model_from_the_run_folder_and_writes_depth_and_attention
         quiet: true,
         stop_after: Some(1),
         report: false,
+        interrupt: None,
     };
     glassbox_trainer::train(&config, &options).unwrap();
     let loaded = load_checkpoint(&dir.path().join("last.safetensors"), Device::Cpu).unwrap();

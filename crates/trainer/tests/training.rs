@@ -16,6 +16,7 @@ fn options(dir: &Path, resume: bool, stop_after: Option<usize>) -> TrainOptions 
         quiet: true,
         stop_after,
         report: false,
+        interrupt: None,
     }
 }
 
@@ -65,6 +66,47 @@ fn resuming_after_step_k_gives_the_losses_of_an_uninterrupted_run() {
     // The log continues seamlessly: one line per step.
     let logged = glassbox_trainer::train::read_losses(&split.path().join("metrics.jsonl"));
     assert_eq!(logged.len(), config.optim.steps);
+    // The run's wall time adds up over invocations: the first one's time is carried by the checkpoint.
+    let carried = second.train_seconds - second.seconds;
+    assert!(
+        carried > 0.0 && carried <= first.train_seconds + 1e-9,
+        "carried {carried} s, first invocation {} s",
+        first.train_seconds
+    );
+}
+
+#[test]
+fn an_interrupt_stops_after_the_current_step_with_a_checkpoint_to_resume_from() {
+    let mut config = TrainConfig::preset("test").unwrap();
+    // Long enough that the interrupting thread is always scheduled before the end.
+    config.optim.steps = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut interrupted = options(dir.path(), false, None);
+    interrupted.interrupt = Some(flag.clone());
+    // Raised from another thread once the first step is logged, as a Ctrl-C handler would.
+    let log = dir.path().join("metrics.jsonl");
+    let raiser = std::thread::spawn(move || {
+        while glassbox_trainer::train::read_losses(&log).is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let stopped = train(&config, &interrupted).unwrap();
+    raiser.join().unwrap();
+    assert!(stopped.interrupted && stopped.eval.is_none());
+    assert!(
+        stopped.steps >= 1 && stopped.steps < config.optim.steps,
+        "{}",
+        stopped.steps
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("last.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["step"].as_u64(), Some(stopped.steps as u64));
+    let resumed = train(&config, &options(dir.path(), true, None)).unwrap();
+    assert_eq!(resumed.steps, config.optim.steps);
+    assert!(!resumed.interrupted && resumed.eval.is_some());
 }
 
 #[test]
