@@ -39,16 +39,19 @@ impl ResidualConvUnit {
         }
     }
 
+    /// The ReLU after the first conv and the residual add run in place on fresh conv / batch-norm
+    /// outputs (whose backward does not read them), saving two full-size buffers per unit.
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = self.convolution1.forward(&x.relu());
         if let Some((bn1, _)) = &self.batch_norms {
             y = bn1.forward_t(&y, train);
         }
-        y = self.convolution2.forward(&y.relu());
+        y = self.convolution2.forward(&y.relu_());
         if let Some((_, bn2)) = &self.batch_norms {
             y = bn2.forward_t(&y, train);
         }
-        y + x
+        y += x;
+        y
     }
 }
 
@@ -73,7 +76,7 @@ impl FusionLayer {
 
     /// `skip` must be given exactly when the layer was built `with_skip`.
     pub(crate) fn forward(&self, x: &Tensor, skip: Option<&Tensor>, train: bool) -> Tensor {
-        // No in-place add: `x` is the previous level, which the decoder also returns.
+        // Never in place on `x`: it is the previous level, which the decoder also returns.
         let out = match (&self.residual_layer1, skip) {
             (Some(rcu1), Some(skip)) => {
                 let size = &x.size()[2..];
@@ -82,7 +85,10 @@ impl FusionLayer {
                 } else {
                     skip.upsample_bilinear2d(size, false, None, None)
                 };
-                x + rcu1.forward(&skip, train)
+                // Float addition commutes exactly, so this equals HF's `x + rcu1(skip)`.
+                let mut sum = rcu1.forward(&skip, train);
+                sum += x;
+                sum
             }
             _ => x.shallow_clone(),
         };

@@ -78,7 +78,8 @@ impl DepthHead {
     pub fn forward(&self, features: &Tensor, image_size: Option<(i64, i64)>) -> Result<Tensor> {
         check_features("depth head", features, self.channels)?;
         let x = upsample2(&self.conv0.forward(features));
-        let x = self.conv4.forward(&self.conv2.forward(&x).relu()).relu();
+        // In-place ReLUs on fresh conv outputs: the largest map of the model is not copied.
+        let x = self.conv4.forward(&self.conv2.forward(&x).relu_()).relu_();
         Ok(resize_to("depth head", x, image_size)?.squeeze_dim(1))
     }
 }
@@ -157,7 +158,7 @@ impl Classifier {
         let x = self
             .bn1
             .forward_t(&self.conv0.forward(features), train)
-            .relu();
+            .relu_();
         self.conv4.forward(&x.dropout(self.dropout, train))
     }
 }
@@ -186,11 +187,12 @@ impl AuxiliaryHead {
         train: bool,
     ) -> Result<Tensor> {
         check_features("auxiliary head", features, self.body.channels)?;
-        resize_to(
+        Ok(resize_to(
             "auxiliary head",
             self.body.forward(features, train),
             image_size,
-        )
+        )?
+        .contiguous())
     }
 }
 
@@ -243,7 +245,8 @@ impl SegmentationHead {
         let finest = &levels[levels.len() - 1];
         check_features("segmentation head", finest, self.body.channels)?;
         let logits = upsample2(&self.body.forward(finest, train));
-        let logits = resize_to("segmentation head", logits, image_size)?;
+        // The decoder runs channels-last; logits leave in the default (NCHW) layout for the losses.
+        let logits = resize_to("segmentation head", logits, image_size)?.contiguous();
         let auxiliary = match &self.auxiliary {
             None => None,
             Some(aux) => {

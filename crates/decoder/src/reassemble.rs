@@ -50,12 +50,14 @@ impl Read {
 }
 
 /// Concatenate: patch tokens B x (h*w) x D, row-major over the grid, to a map B x D x h x w.
+///
+/// The map is a channels-last view of the tokens (no copy; HF copies to NCHW here). Every later
+/// decoder op keeps that layout, and oneDNN's channels-last convolutions and the channels-last
+/// bilinear upsampling skip the NCHW <-> blocked reorders and their page-faulted buffers, which were
+/// most of dpt-tiny's decoder time (docs/performance.md, "DPT end to end vs PyTorch").
 pub(crate) fn concatenate(patches: &Tensor, (h, w): (i64, i64)) -> Tensor {
     let (b, _, d) = patches.size3().expect("Read returns rank-3 tokens");
-    patches
-        .reshape([b, h, w, d])
-        .permute([0, 3, 1, 2])
-        .contiguous()
+    patches.reshape([b, h, w, d]).permute([0, 3, 1, 2])
 }
 
 /// Resample: 1x1 projection D -> C_i, then the factor's up- or down-sampling.
@@ -213,6 +215,14 @@ mod tests {
         assert_eq!(map.size(), [1, 1, 2, 3]);
         assert_eq!(map.double_value(&[0, 0, 1, 0]), 3.0);
         assert_eq!(map.double_value(&[0, 0, 0, 2]), 2.0);
+    }
+
+    #[test]
+    fn concatenate_gives_a_channels_last_view_without_copying() {
+        let patches = Tensor::randn([2, 6, 4], (Kind::Float, Device::Cpu));
+        let map = concatenate(&patches, (2, 3));
+        assert_eq!(map.stride(), [24, 1, 12, 4]);
+        assert_eq!(map.data_ptr(), patches.data_ptr());
     }
 
     #[test]
