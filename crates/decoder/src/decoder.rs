@@ -269,7 +269,9 @@ mod tests {
             // seed alone does not fix the draw, and a head whose outputs are all clipped has zero
             // gradients everywhere.
             tch::no_grad(|| {
-                let _ = vs.variables()["head.head.4.bias"].shallow_clone().fill_(1.0);
+                let _ = vs.variables()["head.head.4.bias"]
+                    .shallow_clone()
+                    .fill_(1.0);
             });
             let fused = decoder.forward(&hooks(2, (2, 2)), (2, 2), true).unwrap();
             let depth = head.forward(&fused, None).unwrap();
