@@ -51,7 +51,7 @@ enum Cmd {
         args: Vec<OsString>,
     },
     /// Run an ablation grid, resumable: `cargo xtask ablate` runs the reduced default grid (standard
-    /// vs SVDA x 3 readouts x 2 seeds, about 35 min on 2 cores); `--grid full|FILE` any other.
+    /// vs SVDA x 3 readouts x 2 seeds, about 30 min on 2 cores); `--grid full|FILE` any other.
     Ablate {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,

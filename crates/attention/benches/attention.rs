@@ -3,7 +3,7 @@
 //! back for each case so that machine noise hits both alike; the run ends with a table of the
 //! SVDA / standard time ratios read from criterion's estimates.
 //!
-//! `source /work/glassbox-env.sh && cargo bench -p glassbox-attention --bench attention`
+//! `eval "$(cargo xtask env)" && cargo bench -p glassbox-attention --bench attention`
 //!
 //! On a machine shared with other jobs wall time mostly measures the neighbours; set
 //! `GLASSBOX_BENCH_CLOCK=cpu` to measure this process's CPU time instead (the sum of the

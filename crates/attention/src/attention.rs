@@ -212,14 +212,16 @@ impl Attention {
         }
         match queries {
             None => {
-                let qkv = x
+                // `unbind`, not three `select`s: its backward stacks the three gradients into
+                // one buffer, where each `select` backward zero-fills a whole B x N x 3D buffer
+                // and autograd then adds the three (docs/performance.md, "train step, part by part").
+                let [q, k, v]: [Tensor; 3] = x
                     .f_linear(&self.qkv_weight, self.qkv_bias.as_ref())?
-                    .f_reshape([b, n, 3, h, d])?;
-                Ok(Heads {
-                    q: qkv.f_select(2, 0)?,
-                    k: qkv.f_select(2, 1)?,
-                    v: qkv.f_select(2, 2)?,
-                })
+                    .f_reshape([b, n, 3, h, d])?
+                    .f_unbind(2)?
+                    .try_into()
+                    .expect("unbind of a size-3 dim gives three tensors");
+                Ok(Heads { q, k, v })
             }
             Some(idx) => {
                 let m = check_token_indices("queries", idx, b, n, x.device())?;

@@ -36,7 +36,7 @@ fn readout_arg(readout: Readout) -> &'static str {
 /// Runs the reference script into a fresh temp dir (kept alive by the returned guard).
 fn run_reference(readout: Readout, (h, w): (i64, i64)) -> tempfile::TempDir {
     let python = std::env::var("GLASSBOX_PYTHON").expect(
-        "GLASSBOX_PYTHON is not set: `source /work/glassbox-env.sh` (or point it at a Python with \
+        "GLASSBOX_PYTHON is not set: `eval \"$(cargo xtask env)\"` (or point it at a Python with \
          torch 2.13.0 and transformers 4.57.1) to run the HF parity tests",
     );
     let script =

@@ -10,7 +10,7 @@
 //! head is also timed op by op (`head_op_*`, not in the sum; its ReLU rows time the out-of-place op). Minimum of `--samples` wall times after `--warmup` calls; threads from
 //! `GLASSBOX_BENCH_THREADS` (default 1).
 //!
-//! `source /work/glassbox-env.sh && cargo run --release -p glassbox-trainer --example decoder_stages`
+//! `eval "$(cargo xtask env)" && cargo run --release -p glassbox-trainer --example decoder_stages`
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -77,23 +77,32 @@ fn upsample2(x: &Tensor) -> Tensor {
     x.upsample_bilinear2d([2 * h, 2 * w], true, None, None)
 }
 
+/// Command line (threads come from `GLASSBOX_BENCH_THREADS`, as in the criterion bench).
+#[derive(clap::Parser)]
+struct Args {
+    /// dpt-tiny (256 x 256) or dpt-base (384 x 384).
+    #[arg(long, default_value = "dpt-tiny", value_parser = ["dpt-tiny", "dpt-base"])]
+    model: String,
+    #[arg(long, default_value_t = 8)]
+    batch: i64,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, default_value_t = 7)]
+    samples: usize,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: &str| -> String {
-        args.iter()
-            .position(|a| a == name)
-            .map(|i| args[i + 1].clone())
-            .unwrap_or_else(|| default.to_string())
+    let Args {
+        model,
+        batch: b,
+        warmup,
+        samples,
+    } = clap::Parser::parse();
+    let (cfg, side) = if model == "dpt-tiny" {
+        (DecoderConfig::tiny(), 256)
+    } else {
+        (DecoderConfig::base(), 384)
     };
-    let model = arg("--model", "dpt-tiny");
-    let (cfg, side) = match model.as_str() {
-        "dpt-tiny" => (DecoderConfig::tiny(), 256),
-        "dpt-base" => (DecoderConfig::base(), 384),
-        other => panic!("unknown --model {other}"),
-    };
-    let b: i64 = arg("--batch", "8").parse().expect("--batch");
-    let warmup: usize = arg("--warmup", "2").parse().expect("--warmup");
-    let samples: usize = arg("--samples", "7").parse().expect("--samples");
     let threads: i32 = std::env::var("GLASSBOX_BENCH_THREADS")
         .map(|v| v.parse().expect("GLASSBOX_BENCH_THREADS"))
         .unwrap_or(1);

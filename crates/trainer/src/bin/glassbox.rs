@@ -141,7 +141,7 @@ enum Cmd {
     /// skipped, a partial run resumes, Ctrl-C stops with a checkpoint. Writes results.csv,
     /// runs.csv, results.md and figures/ in OUT/<grid name>.
     Ablate {
-        /// A shipped grid (default: standard vs SVDA x 3 readouts x 2 seeds, about 35 min on 2
+        /// A shipped grid (default: standard vs SVDA x 3 readouts x 2 seeds, about 30 min on 2
         /// cores; full: 54 runs) or a grid TOML file.
         #[arg(long, default_value = "default")]
         grid: String,
