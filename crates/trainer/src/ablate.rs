@@ -21,11 +21,9 @@ use glassbox_decoder::Readout;
 use glassbox_spectral::plot::{Bar, BarPanel};
 use glassbox_spectral::{Indicator, Indicators, LayerIndicators, SpectralRecord};
 use serde::{Deserialize, Serialize};
-use tch::nn;
 
 use crate::checkpoint::{self, CheckpointError, CheckpointPaths};
 use crate::config::{ConfigError, DataSource, TrainConfig, default_seven_scenes_root};
-use crate::model::{Dpt, ModelError, parameter_count};
 use crate::train::{TrainError, TrainOptions, train};
 
 /// Grids shipped with the crate, by name: `default` (the reduced grid `cargo xtask ablate` runs)
@@ -57,8 +55,6 @@ pub enum AblateError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(transparent)]
-    Model(#[from] ModelError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("figure: {0}")]
@@ -122,7 +118,7 @@ impl Variant {
             "{} / {} / {}",
             attention_name(self.attention),
             readout_name(self.readout),
-            hooks_label(&self.hooks)
+            join_hooks(&self.hooks, ",")
         )
     }
 }
@@ -252,7 +248,7 @@ impl Factor {
         match self {
             Factor::Attention => attention_name(variant.attention).into(),
             Factor::Readout => readout_name(variant.readout).into(),
-            Factor::Hooks => hooks_label(&variant.hooks),
+            Factor::Hooks => join_hooks(&variant.hooks, ","),
         }
     }
 }
@@ -390,11 +386,7 @@ impl Grid {
                             "{}-{}-h{}-s{seed}",
                             attention_name(attention),
                             readout_name(readout),
-                            hooks
-                                .iter()
-                                .map(|h| h.to_string())
-                                .collect::<Vec<_>>()
-                                .join("-")
+                            join_hooks(hooks, "-")
                         );
                         let mut config = base.clone();
                         config.name = name.clone();
@@ -486,12 +478,13 @@ fn readout_name(readout: Readout) -> &'static str {
     }
 }
 
-fn hooks_label(hooks: &[usize]) -> String {
+/// `3,6,9,12` in tables, `3-6-9-12` in folder names, `3 6 9 12` in CSV cells.
+fn join_hooks(hooks: &[usize], separator: &str) -> String {
     hooks
         .iter()
         .map(|h| h.to_string())
         .collect::<Vec<_>>()
-        .join(",")
+        .join(separator)
 }
 
 /// How a grid is run (not part of it).
@@ -625,7 +618,7 @@ pub fn run_grid(grid: &Grid, options: &AblateOptions) -> Result<AblationSummary,
             delta1: eval.median.delta1,
             rmse: eval.median.rmse,
             train_seconds: outcome.train_seconds,
-            parameters: model_parameters(&run.config)?,
+            parameters: outcome.parameters,
             indicators: final_record(&run_dir).map(|r| mean_indicators(&r)),
         };
         let json = serde_json::to_string_pretty(&result).map_err(|e| AblateError::Io {
@@ -694,17 +687,12 @@ fn check_unchanged(run_dir: &Path, config: &TrainConfig) -> Result<(), AblateErr
     })
 }
 
-fn model_parameters(config: &TrainConfig) -> Result<i64, AblateError> {
-    let vs = nn::VarStore::new(tch::Device::Cpu);
-    Dpt::new(&vs.root(), &config.model)?;
-    Ok(parameter_count(&vs))
-}
-
 /// The last record of a run's `spectral.jsonl`, if it has one.
 fn final_record(run_dir: &Path) -> Option<SpectralRecord> {
-    glassbox_spectral::report::RunLogs::read(run_dir)
-        .ok()
-        .map(|logs| logs.last().clone())
+    glassbox_spectral::read_spectral_log(&run_dir.join(glassbox_spectral::SPECTRAL_FILE))
+        .ok()?
+        .into_iter()
+        .max_by_key(|r| r.step)
 }
 
 /// Mean over layers of the per-layer head means (= mean over all heads when layers have equal
@@ -780,7 +768,7 @@ pub fn results_csv(results: &[RunResult]) -> String {
          rmse_mean,rmse_std,train_seconds_mean,train_seconds_std,parameters",
     );
     for (i, _) in INDICATOR_COLUMNS {
-        let _ = write!(out, ",{0}_mean,{0}_std", indicator_key(i));
+        let _ = write!(out, ",{0}_mean,{0}_std", i.name());
     }
     out.push('\n');
     for (v, s) in aggregate_variants(results) {
@@ -789,7 +777,7 @@ pub fn results_csv(results: &[RunResult]) -> String {
             "{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.2},{:.2},{:.0}",
             attention_name(v.attention),
             readout_name(v.readout),
-            hooks_label(&v.hooks).replace(',', " "),
+            join_hooks(&v.hooks, " "),
             s.runs,
             s.abs_rel.mean,
             s.abs_rel.std,
@@ -816,7 +804,7 @@ pub fn runs_csv(results: &[RunResult]) -> String {
         "run,attention,readout,hooks,seed,steps,abs_rel,delta1,rmse,train_seconds,parameters",
     );
     for (i, _) in INDICATOR_COLUMNS {
-        let _ = write!(out, ",{}", indicator_key(i));
+        let _ = write!(out, ",{}", i.name());
     }
     out.push('\n');
     for r in results {
@@ -826,7 +814,7 @@ pub fn runs_csv(results: &[RunResult]) -> String {
             r.run,
             attention_name(r.variant.attention),
             readout_name(r.variant.readout),
-            hooks_label(&r.variant.hooks).replace(',', " "),
+            join_hooks(&r.variant.hooks, " "),
             r.seed,
             r.steps,
             r.abs_rel,
@@ -846,10 +834,6 @@ pub fn runs_csv(results: &[RunResult]) -> String {
         out.push('\n');
     }
     out
-}
-
-fn indicator_key(i: Indicator) -> &'static str {
-    i.name()
 }
 
 fn pm(s: &Stat, digits: usize) -> String {
@@ -887,7 +871,7 @@ fn results_markdown(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
             attention_name(v.attention),
             readout_name(v.readout),
-            hooks_label(&v.hooks),
+            join_hooks(&v.hooks, ","),
             s.runs,
             pm(&s.abs_rel, 4),
             pm(&s.delta1, 4),
@@ -946,8 +930,10 @@ fn results_markdown(
             .iter()
             .filter(|f| f.extension().is_some_and(|e| e == "png"))
         {
-            let rel = f.strip_prefix(f.parent().and_then(Path::parent).unwrap_or(Path::new("")));
-            let rel = rel.unwrap_or(f).display().to_string();
+            let rel = format!(
+                "figures/{}",
+                f.file_name().unwrap_or_default().to_string_lossy()
+            );
             let _ = writeln!(md, "![{rel}]({rel})\n");
         }
     }
@@ -1018,14 +1004,7 @@ fn write_figures(dir: &Path, results: &[RunResult]) -> Result<Vec<PathBuf>, Abla
         }
         let refs: Vec<(String, &SpectralRecord)> =
             profiles.iter().map(|(l, r)| (l.clone(), r)).collect();
-        let stem = figures.join(format!(
-            "depth-profiles-h{}",
-            hooks
-                .iter()
-                .map(|h| h.to_string())
-                .collect::<Vec<_>>()
-                .join("-")
-        ));
+        let stem = figures.join(format!("depth-profiles-h{}", join_hooks(&hooks, "-")));
         written.extend(glassbox_spectral::plot::depth_profiles(&refs, &stem)?);
     }
     Ok(written)

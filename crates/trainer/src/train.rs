@@ -13,8 +13,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use glassbox_losses::LossConfig;
@@ -107,6 +107,8 @@ pub struct TrainSummary {
     pub train_seconds: f64,
     /// The run stopped early because `interrupt` was set.
     pub interrupted: bool,
+    /// Trainable parameters of the model.
+    pub parameters: i64,
 }
 
 /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
@@ -121,6 +123,19 @@ pub fn resolve_device(name: &str) -> Result<Device, TrainError> {
             .map(Device::Cuda)
             .ok_or_else(|| TrainError::Device(other.to_string())),
     }
+}
+
+/// libtorch has one CPU generator per process. Seeding it and drawing from it happen under this
+/// lock, so a run stays deterministic while other runs in the same process (parallel tests, a
+/// driver running several trainers) seed and draw too.
+static TORCH_RNG: Mutex<()> = Mutex::new(());
+
+/// Runs `draw` with the global torch generator seeded from `seed`, excluding every other seeded
+/// section of this crate.
+fn with_torch_seed<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(PoisonError::into_inner);
+    tch::manual_seed(seed as i64);
+    draw()
 }
 
 /// Physical cores (Linux: distinct (physical id, core id) pairs in /proc/cpuinfo), else the
@@ -231,9 +246,8 @@ impl Trainer {
     /// Fresh weights from the config's seed.
     pub fn new(config: &TrainConfig, device: Device) -> Result<Self, TrainError> {
         config.validate()?;
-        tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
-        let model = Dpt::new(&vs.root(), &config.model)?;
+        let model = with_torch_seed(config.seed, || Dpt::new(&vs.root(), &config.model))?;
         let optimizer = AdamW::new(&vs, &config.optim);
         Ok(Self {
             config: config.clone(),
@@ -252,7 +266,6 @@ impl Trainer {
     pub fn train_step(&mut self, train: &TensorSet, last: &str) -> Result<f64, TrainError> {
         let step = self.step;
         let c = &self.config;
-        tch::manual_seed(data::splitmix64(c.seed ^ (step as u64).wrapping_mul(0x9e37)) as i64);
         let factor = lr_factor(
             step,
             c.optim.warmup_steps,
@@ -261,26 +274,30 @@ impl Trainer {
         );
         let accumulate = c.optim.accumulate;
         self.optimizer.zero_grad();
-        let mut total = 0.0;
-        for k in 0..accumulate {
-            let micro = (step * accumulate + k) as u64;
-            let (indices, flips) =
-                data::batch_plan(train.len(), c.optim.batch_size, c.seed, micro, c.data.hflip);
-            let batch = train.batch(&indices, &flips, self.device);
-            let disparity = self.model.depth_t(&batch.rgb, true)?;
-            let loss = depth_loss(c, &disparity, &batch)? / accumulate as f64;
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: step + 1,
-                    what: "loss",
-                    value,
-                    last: last.to_string(),
-                });
+        let step_seed = data::splitmix64(c.seed ^ (step as u64).wrapping_mul(0x9e37));
+        let total = with_torch_seed(step_seed, || -> Result<f64, TrainError> {
+            let mut total = 0.0;
+            for k in 0..accumulate {
+                let micro = (step * accumulate + k) as u64;
+                let (indices, flips) =
+                    data::batch_plan(train.len(), c.optim.batch_size, c.seed, micro, c.data.hflip);
+                let batch = train.batch(&indices, &flips, self.device);
+                let disparity = self.model.depth_t(&batch.rgb, true)?;
+                let loss = depth_loss(c, &disparity, &batch)? / accumulate as f64;
+                let value = loss.double_value(&[]);
+                if !value.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        step: step + 1,
+                        what: "loss",
+                        value,
+                        last: last.to_string(),
+                    });
+                }
+                loss.backward();
+                total += value;
             }
-            loss.backward();
-            total += value;
-        }
+            Ok(total)
+        })?;
         self.optimizer
             .step(factor)
             .map_err(|value| TrainError::NonFinite {
@@ -482,6 +499,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
     let total = config.optim.steps;
     let end = options.stop_after.map_or(total, |s| s.min(total));
     let progress = Progress::new(options.quiet, trainer.step, total);
+    let parameters = crate::model::parameter_count(&trainer.vs);
     progress.log(&format!(
         "training {} on {} ({} train / {} val images, {}x{}), {} threads, {} parameters",
         config.name,
@@ -495,7 +513,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
         config.data.image_size[0],
         config.data.image_size[1],
         threads,
-        crate::model::parameter_count(&trainer.vs)
+        parameters
     ));
     let images_per_step = (config.optim.batch_size * config.optim.accumulate) as f64;
     let protocol = validation_protocol(config);
@@ -668,6 +686,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
         seconds: started.elapsed().as_secs_f64(),
         train_seconds: seconds_before + started.elapsed().as_secs_f64(),
         interrupted: was_interrupted,
+        parameters,
     })
 }
 
