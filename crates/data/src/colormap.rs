@@ -5,7 +5,7 @@
 use image::{Rgb, RgbImage};
 use ndarray::{ArrayView2, ArrayView3};
 
-use crate::sample::to_rgb8;
+use crate::sample::{quantize_unit, to_rgb8};
 
 /// Turbo colour map at `t` in [0, 1] (values outside are clamped): dark blue -> green -> dark red.
 pub fn turbo(t: f32) -> [u8; 3] {
@@ -19,7 +19,7 @@ pub fn turbo(t: f32) -> [u8; 3] {
         + 2.82956604 * x5;
     let b = 0.10667330 + 12.64194608 * x - 60.58204836 * x2 + 110.36276771 * x3 - 89.90310912 * x4
         + 27.34824973 * x5;
-    let q = |v: f64| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let q = |v: f64| quantize_unit(v as f32);
     [q(r), q(g), q(b)]
 }
 

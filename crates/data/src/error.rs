@@ -72,6 +72,15 @@ pub enum DataError {
         /// What is wrong with the line.
         message: String,
     },
+    /// The reader's crop is not defined for this image's size (e.g. Eigen on a non-480x640 frame,
+    /// KB on a frame smaller than 352x1216).
+    #[error("cannot crop {path}: {source}")]
+    Crop {
+        /// The RGB image of the sample.
+        path: PathBuf,
+        /// What the crop needs, from `glassbox_metrics`.
+        source: glassbox_metrics::MetricsError,
+    },
     /// A configuration value is out of its domain (zero batch size, size not a multiple of 32, ...).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -50,14 +50,6 @@ fn decode(path: &Path) -> Result<(DynamicImage, ColorType)> {
     Ok((image, color))
 }
 
-/// Reads the width and height from the file header only (cheap), for validating listings.
-pub fn image_size(path: &Path) -> Result<(usize, usize)> {
-    let (w, h) = open_decoder(path)?
-        .into_dimensions()
-        .map_err(|e| decode_error(path, e))?;
-    Ok((w as usize, h as usize))
-}
-
 /// Reads an 8-bit RGB image (JPEG or PNG; grayscale is expanded, alpha dropped) as a normalised
 /// 3 x H x W array. 16-bit or float images are rejected: they are not camera RGB.
 pub fn read_rgb(path: &Path) -> Result<Array3<f32>> {

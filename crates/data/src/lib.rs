@@ -26,4 +26,4 @@ pub mod readers;
 pub use augment::{Augment, EvalResize, Letterbox};
 pub use layout::Layout;
 pub use loader::{Batch, BatchLoader, LoaderConfig};
-pub use readers::{Crop, FileDataset, ReaderOptions, SevenScenesSplit};
+pub use readers::{FileDataset, ReaderOptions, SevenScenesSplit};

@@ -135,6 +135,12 @@ pub fn denormalize(rgb: ArrayView3<f32>) -> Array3<f32> {
     out
 }
 
+/// An intensity in [0, 1] (clamped) as an 8-bit level, rounded to nearest: the one quantisation
+/// every 8-bit picture of the crate (rendered RGB, colour maps, written images) goes through.
+pub(crate) fn quantize_unit(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
 /// Converts a normalised 3 x H x W array back to interleaved 8-bit RGB, for writing images.
 pub fn to_rgb8(rgb: ArrayView3<f32>) -> Vec<u8> {
     let (_, h, w) = rgb.dim();
@@ -143,7 +149,7 @@ pub fn to_rgb8(rgb: ArrayView3<f32>) -> Vec<u8> {
         for x in 0..w {
             for c in 0..3 {
                 let v = rgb[[c, y, x]] * NORM_STD[c] + NORM_MEAN[c];
-                out.push((v.clamp(0.0, 1.0) * 255.0).round() as u8);
+                out.push(quantize_unit(v));
             }
         }
     }

@@ -3,8 +3,9 @@
 
 mod common;
 
-use glassbox_data::readers::{Crop, FileDataset, ReaderOptions, SevenScenesSplit};
+use glassbox_data::readers::{FileDataset, ReaderOptions, SevenScenesSplit};
 use glassbox_data::{Dataset, Sample};
+use glassbox_metrics::Crop;
 
 fn depth_stats(s: &Sample) -> (f32, f32, f64) {
     let valid: Vec<f32> = s
@@ -111,7 +112,7 @@ fn kitti_kb_crop_is_352x1216_and_garg_crop_masks_the_top() {
         .unwrap()
     };
     let full = open(Crop::None).get(1).unwrap();
-    let kb = open(Crop::KittiBenchmark).get(1).unwrap();
+    let kb = open(Crop::Kb).get(1).unwrap();
     assert_eq!((kb.height(), kb.width()), (352, 1216));
     // KB keeps the bottom rows and the centre columns: pixel (374, 13) of the full frame is (351, 0).
     assert_eq!(kb.depth[[351, 0]], full.depth[[374, 13]]);

@@ -12,6 +12,7 @@ pub mod split;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use glassbox_metrics::{Crop, CropWindow};
 use ndarray::{Array2, s};
 
 use crate::error::{DataError, Result};
@@ -26,29 +27,14 @@ pub const KITTI_DEPTH_SCALE: f32 = 1.0 / 256.0;
 /// 7-Scenes depth PNG scale: millimetres.
 pub const SEVEN_SCENES_DEPTH_SCALE: f32 = 1.0 / 1000.0;
 
-/// Optional crop applied when a sample is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Crop {
-    /// Full frame.
-    #[default]
-    None,
-    /// KITTI benchmark (KB) crop: the bottom 352 rows and the centre 1216 columns, cut out of the
-    /// image (what the KITTI online benchmark and most KITTI training code use).
-    KittiBenchmark,
-    /// Garg crop for KITTI evaluation: depth outside rows 0.40810811H..0.99189189H, columns
-    /// 0.03594771W..0.96405229W is marked invalid; the image keeps its size (context for the model).
-    Garg,
-    /// Eigen crop for NYU evaluation (rows 45..471, columns 41..601 of 480x640, scaled to the
-    /// image size): depth outside is marked invalid; the image keeps its size.
-    Eigen,
-}
-
 /// Per-reader options.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ReaderOptions {
     /// Skip (and count) listed samples whose files are missing instead of failing to open.
     pub skip_bad: bool,
-    /// Crop applied to every sample.
+    /// Crop applied to every sample, the same [`Crop`] the metrics evaluate with: `Kb` cuts the
+    /// 352x1216 window out of every map; `Garg` and `Eigen` keep the image whole and mark depth
+    /// outside their window invalid (the model still sees the context).
     pub crop: Crop,
 }
 
@@ -61,7 +47,8 @@ pub struct FileEntry {
     pub depth: Option<PathBuf>,
     /// Label PNG, if the sample has labels.
     pub labels: Option<PathBuf>,
-    /// Focal length in pixels, when known.
+    /// Focal length in pixels, when known (split lists carry it). No reader uses it; it is kept
+    /// for camera-aware consumers, e.g. metric-depth scaling by focal length.
     pub focal: Option<f32>,
 }
 
@@ -321,24 +308,10 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Garg crop rectangle (rows, columns) for an H x W KITTI image.
-pub fn garg_crop(h: usize, w: usize) -> (Range<usize>, Range<usize>) {
-    let r = |f: f64, n: usize| (f * n as f64) as usize;
-    (
-        r(0.40810811, h)..r(0.99189189, h),
-        r(0.03594771, w)..r(0.96405229, w),
-    )
-}
-
-/// Eigen crop rectangle (rows, columns) for an H x W NYU image (45..471, 41..601 at 480x640).
-pub fn eigen_crop(h: usize, w: usize) -> (Range<usize>, Range<usize>) {
-    let r = |v: usize, full: usize, n: usize| v * n / full;
-    (r(45, 480, h)..r(471, 480, h), r(41, 640, w)..r(601, 640, w))
-}
-
-fn keep_only(sample: &mut Sample, (rows, cols): (Range<usize>, Range<usize>)) {
+/// Marks depth outside `window` invalid, keeping every map its size.
+fn keep_only(sample: &mut Sample, window: CropWindow) {
     for ((y, x), m) in sample.mask.indexed_iter_mut() {
-        if !(rows.contains(&y) && cols.contains(&x)) {
+        if !window.contains(y, x) {
             *m = false;
         }
     }
@@ -352,23 +325,17 @@ fn keep_only(sample: &mut Sample, (rows, cols): (Range<usize>, Range<usize>)) {
 }
 
 fn apply_crop(sample: &mut Sample, crop: Crop, path: &Path) -> Result<()> {
-    let (h, w) = (sample.height(), sample.width());
+    let window = crop
+        .window(sample.height(), sample.width())
+        .map_err(|source| DataError::Crop {
+            path: path.to_path_buf(),
+            source,
+        })?;
     match crop {
         Crop::None => {}
-        Crop::Garg => keep_only(sample, garg_crop(h, w)),
-        Crop::Eigen => keep_only(sample, eigen_crop(h, w)),
-        Crop::KittiBenchmark => {
-            const KB_H: usize = 352;
-            const KB_W: usize = 1216;
-            if h < KB_H || w < KB_W {
-                return Err(DataError::WrongFormat {
-                    path: path.to_path_buf(),
-                    expected: "an image of at least 1216x352 for the KB crop",
-                    found: format!("{w}x{h}"),
-                });
-            }
-            let (top, left) = (h - KB_H, (w - KB_W) / 2);
-            let (rows, cols) = (top..top + KB_H, left..left + KB_W);
+        Crop::Garg | Crop::Eigen => keep_only(sample, window),
+        Crop::Kb => {
+            let (rows, cols) = (window.rows(), window.cols());
             sample.rgb = sample
                 .rgb
                 .slice(s![.., rows.clone(), cols.clone()])
@@ -392,10 +359,31 @@ mod tests {
 
     #[test]
     fn garg_and_eigen_crops_match_the_published_rectangles() {
-        assert_eq!(eigen_crop(480, 640), (45..471, 41..601));
-        let (rows, cols) = garg_crop(375, 1242);
+        let eigen = Crop::Eigen.window(480, 640).unwrap();
+        assert_eq!((eigen.rows(), eigen.cols()), (45..471, 41..601));
+        let garg = Crop::Garg.window(375, 1242).unwrap();
+        let (rows, cols) = (garg.rows(), garg.cols());
         assert_eq!((rows.start, rows.end), (153, 371));
         assert_eq!((cols.start, cols.end), (44, 1197));
+    }
+
+    #[test]
+    fn a_crop_undefined_for_the_frame_size_is_a_typed_error_naming_the_file() {
+        let mut sample = Sample {
+            rgb: ndarray::Array3::zeros((3, 240, 320)),
+            depth: Array2::ones((240, 320)),
+            mask: Array2::from_elem((240, 320), true),
+            labels: None,
+            name: "small".to_string(),
+        };
+        let path = Path::new("/data/nyu/rgb_00001.jpg");
+        for crop in [Crop::Eigen, Crop::Kb] {
+            let err = apply_crop(&mut sample, crop, path).unwrap_err();
+            assert!(matches!(err, DataError::Crop { .. }), "{err:?}");
+            assert!(err.to_string().contains("rgb_00001.jpg"), "{err}");
+        }
+        assert_eq!(sample.mask.dim(), (240, 320));
+        assert!(sample.mask.iter().all(|&m| m));
     }
 
     #[test]

@@ -29,10 +29,6 @@ impl Vec3 {
     pub fn length(self) -> f32 {
         self.dot(self).sqrt()
     }
-    /// The unit vector along `self`.
-    pub fn normalized(self) -> Vec3 {
-        self * (1.0 / self.length())
-    }
     /// Component-wise product (colour modulation).
     pub fn hadamard(self, o: Vec3) -> Vec3 {
         Vec3::new(self.x * o.x, self.y * o.y, self.z * o.z)
@@ -400,11 +396,7 @@ impl Prepared {
                     .iter()
                     .min_by(|a, b| a.0.total_cmp(&b.0))
                     .map_or(1, |g| g.1);
-                match axis {
-                    0 => (Vec3::new(-d.x.signum(), 0.0, 0.0), (p.z, p.y)),
-                    1 => (Vec3::new(0.0, -d.y.signum(), 0.0), (p.x, p.z)),
-                    _ => (Vec3::new(0.0, 0.0, -d.z.signum()), (p.x, p.y)),
-                }
+                box_face(axis, p, d)
             }
             Prepared::Ground { .. } => (Vec3::new(0.0, 1.0, 0.0), (p.x, p.z)),
             Prepared::Cuboid {
@@ -428,11 +420,7 @@ impl Prepared {
                 } else {
                     2
                 };
-                let (ln, uv) = match axis {
-                    0 => (Vec3::new(-ld.x.signum(), 0.0, 0.0), (lp.z, lp.y)),
-                    1 => (Vec3::new(0.0, -ld.y.signum(), 0.0), (lp.x, lp.z)),
-                    _ => (Vec3::new(0.0, 0.0, -ld.z.signum()), (lp.x, lp.y)),
-                };
+                let (ln, uv) = box_face(axis, lp, ld);
                 // Box frame back to world: rotate by +yaw.
                 (
                     Vec3::new(cos * ln.x + sin * ln.z, ln.y, -sin * ln.x + cos * ln.z),
@@ -464,6 +452,18 @@ impl Prepared {
             }
         };
         Hit { t, normal, uv }
+    }
+}
+
+/// Normal and texture coordinates on the face of an axis-aligned box perpendicular to `axis`
+/// (0 = x, 1 = y, 2 = z) at point `p`, for a ray along `d`: the normal faces the ray, and the
+/// coordinates are the two in-face axes in metres (so textures keep their metric scale).
+#[inline]
+fn box_face(axis: usize, p: Vec3, d: Vec3) -> (Vec3, (f32, f32)) {
+    match axis {
+        0 => (Vec3::new(-d.x.signum(), 0.0, 0.0), (p.z, p.y)),
+        1 => (Vec3::new(0.0, -d.y.signum(), 0.0), (p.x, p.z)),
+        _ => (Vec3::new(0.0, 0.0, -d.z.signum()), (p.x, p.y)),
     }
 }
 

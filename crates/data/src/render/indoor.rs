@@ -6,15 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::geometry::{Camera, Shape, Vec3};
 use super::texture::{Pattern, Texture};
-use super::{Light, Object, Scene, Surface, classes};
-
-fn colour(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> Vec3 {
-    Vec3::new(
-        rng.random_range(lo..hi),
-        rng.random_range(lo..hi),
-        rng.random_range(lo..hi),
-    )
-}
+use super::{Light, Object, Scene, Surface, classes, random_colour};
 
 fn random_texture(rng: &mut ChaCha8Rng, base: Vec3, patterns: &[Pattern]) -> Texture {
     let pattern = patterns[rng.random_range(0..patterns.len())].clone();
@@ -37,7 +29,7 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
     let min = Vec3::new(-room_w / 2.0, 0.0, 0.0);
     let max = Vec3::new(room_w / 2.0, room_h, room_d);
 
-    let floor_base = colour(rng, 0.35, 0.75);
+    let floor_base = random_colour(rng, 0.35, 0.75);
     let floor_patterns = [
         Pattern::Tiles {
             size: rng.random_range(0.3..0.7),
@@ -50,7 +42,7 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
         },
     ];
     let floor = random_texture(rng, floor_base, &floor_patterns);
-    let wall_base = colour(rng, 0.55, 0.9);
+    let wall_base = random_colour(rng, 0.55, 0.9);
     let wall_patterns = [
         Pattern::Plain,
         Pattern::Stripes {
@@ -91,7 +83,7 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
             continue;
         }
         used.push((x, z, radius));
-        let base = colour(rng, 0.15, 0.95);
+        let base = random_colour(rng, 0.15, 0.95);
         let (shape, class) = match kind {
             0 => {
                 let half = Vec3::new(
@@ -146,20 +138,11 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
             }
             _ => None,
         };
-        objects.push(Object {
-            shape,
-            surface: Surface::Solid { class, texture },
-        });
+        objects.push(Object::solid(class, texture, shape));
         if let Some(shape) = stack {
-            let top_base = colour(rng, 0.15, 0.95);
+            let top_base = random_colour(rng, 0.15, 0.95);
             let texture = random_texture(rng, top_base, &[Pattern::Plain]);
-            objects.push(Object {
-                shape,
-                surface: Surface::Solid {
-                    class: classes::BOX,
-                    texture,
-                },
-            });
+            objects.push(Object::solid(classes::BOX, texture, shape));
         }
     }
 

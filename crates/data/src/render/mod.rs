@@ -11,13 +11,13 @@ mod outdoor;
 pub mod texture;
 
 use ndarray::{Array2, Array3};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::sample::{Dataset, Sample, derive_seed, normalize_u8};
+use crate::sample::{Dataset, Sample, derive_seed, normalize_u8, quantize_unit};
 use geometry::{Camera, Hit, Prepared, SHADOW_EPS, Shape, Vec3};
 use texture::Texture;
 
@@ -164,10 +164,29 @@ pub struct Object {
 }
 
 impl Object {
+    /// An object of one class with one texture (everything but the road, which is a
+    /// [`Surface::Road`]).
+    fn solid(class: u8, texture: Texture, shape: Shape) -> Object {
+        Object {
+            shape,
+            surface: Surface::Solid { class, texture },
+        }
+    }
+
     /// Rooms and ground planes bound the scene and cannot come between a surface and the light.
     fn casts_shadow(&self) -> bool {
         !matches!(self.shape, Shape::Room { .. } | Shape::Ground { .. })
     }
+}
+
+/// A random colour with each channel uniform in `lo..hi`, drawn in the order r, g, b (scene
+/// generation relies on this order for reproducible samples).
+fn random_colour(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> Vec3 {
+    Vec3::new(
+        rng.random_range(lo..hi),
+        rng.random_range(lo..hi),
+        rng.random_range(lo..hi),
+    )
 }
 
 /// The light source; shading is Lambertian plus a constant ambient term.
@@ -326,8 +345,7 @@ impl<'a> Prepped<'a> {
 }
 
 fn quantize(c: Vec3) -> [u8; 3] {
-    let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-    [q(c.x), q(c.y), q(c.z)]
+    [quantize_unit(c.x), quantize_unit(c.y), quantize_unit(c.z)]
 }
 
 /// Sparse LiDAR-like ground truth (KITTI's Velodyne HDL-64E): depth kept only where one of

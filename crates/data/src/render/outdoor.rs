@@ -7,14 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::geometry::{Camera, Shape, Vec3};
 use super::texture::{Pattern, Texture};
-use super::{Light, Object, Scene, Surface, classes};
-
-fn solid(class: u8, texture: Texture, shape: Shape) -> Object {
-    Object {
-        shape,
-        surface: Surface::Solid { class, texture },
-    }
-}
+use super::{Light, Object, Scene, Surface, classes, random_colour};
 
 fn grey(v: f32) -> Vec3 {
     Vec3::new(v, v, v)
@@ -75,7 +68,7 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
                 seed: rng.random(),
             };
             let center = Vec3::new(side * (front + depth / 2.0), tall / 2.0, z + length / 2.0);
-            objects.push(solid(
+            objects.push(Object::solid(
                 classes::BUILDING,
                 texture,
                 Shape::Cuboid {
@@ -89,7 +82,7 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
         let mut pz = rng.random_range(3.0f32..15.0);
         while pz < 70.0 {
             let pole = Texture::plain(grey(rng.random_range(0.3..0.6)), rng.random());
-            objects.push(solid(
+            objects.push(Object::solid(
                 classes::POLE,
                 pole,
                 Shape::Cylinder {
@@ -114,7 +107,7 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
                 noise_freq: 5.0,
                 seed: rng.random(),
             };
-            objects.push(solid(
+            objects.push(Object::solid(
                 classes::VEGETATION,
                 bark,
                 Shape::Cylinder {
@@ -123,7 +116,7 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
                     height: trunk_h,
                 },
             ));
-            objects.push(solid(
+            objects.push(Object::solid(
                 classes::VEGETATION,
                 leaves,
                 Shape::Sphere {
@@ -141,18 +134,11 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
         if (lane - cam_x).abs() < 1.2 && cz < 9.0 {
             continue;
         }
-        let paint = Texture::plain(
-            Vec3::new(
-                rng.random_range(0.05..0.9),
-                rng.random_range(0.05..0.9),
-                rng.random_range(0.05..0.9),
-            ),
-            rng.random(),
-        );
+        let paint = Texture::plain(random_colour(rng, 0.05, 0.9), rng.random());
         let glass = Texture::plain(Vec3::new(0.12, 0.14, 0.18), rng.random());
         let yaw = rng.random_range(-0.08..0.08);
         let body = Vec3::new(0.85, 0.4, 2.1);
-        objects.push(solid(
+        objects.push(Object::solid(
             classes::CAR,
             paint,
             Shape::Cuboid {
@@ -162,7 +148,7 @@ pub(super) fn scene(rng: &mut ChaCha8Rng, width: usize, height: usize) -> (Scene
             },
         ));
         let cabin = Vec3::new(0.75, 0.3, 1.1);
-        objects.push(solid(
+        objects.push(Object::solid(
             classes::CAR,
             glass,
             Shape::Cuboid {
