@@ -29,8 +29,7 @@ import torch
 import transformers
 from transformers import DPTConfig, DPTForDepthEstimation
 
-PINNED_TRANSFORMERS = "4.57.1"
-PINNED_TORCH = "2.13.0"
+from reference import check_pins
 
 # name -> (hidden, heads, neck channels, fusion, image size)
 MODELS = {
@@ -50,6 +49,8 @@ CASES = {
 
 
 def build(name: str) -> tuple[DPTForDepthEstimation, int]:
+    """The random-init HF model of a preset; refuses to run against another peer than the pinned one."""
+    check_pins("bench_dpt.py")
     hidden, heads, channels, fusion, size = MODELS[name]
     config = DPTConfig(
         hidden_size=hidden,
@@ -118,11 +119,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    if transformers.__version__ != PINNED_TRANSFORMERS or not torch.__version__.startswith(PINNED_TORCH):
-        raise SystemExit(
-            f"bench_dpt.py is pinned to transformers {PINNED_TRANSFORMERS} and torch {PINNED_TORCH}; "
-            f"found transformers {transformers.__version__} and torch {torch.__version__}"
-        )
     names = [c for c in args.cases.split(",") if c]
     unknown = [c for c in names if c not in CASES]
     if unknown:

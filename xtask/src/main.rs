@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
-    about = "glassbox automation: setup, test, data generation"
+    about = "glassbox automation: setup, test, data, train / eval / predict, reports, ablations, benchmarks"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -243,11 +243,12 @@ impl Attention {
                         narrow_bias(dim, 2 * dim)?.as_ref(),
                     )?
                     .f_reshape([b, n, 2, h, d])?;
-                Ok(Heads {
-                    q,
-                    k: kv.f_select(2, 0)?,
-                    v: kv.f_select(2, 1)?,
-                })
+                // `unbind` for the same reason as the dense path above.
+                let [k, v]: [Tensor; 2] = kv
+                    .f_unbind(2)?
+                    .try_into()
+                    .expect("unbind of a size-2 dim gives two tensors");
+                Ok(Heads { q, k, v })
             }
         }
     }

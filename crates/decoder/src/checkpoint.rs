@@ -1,9 +1,10 @@
 //! Loading named tensors (safetensors checkpoints) into a tch `VarStore` by name, with one error that
 //! lists every missing tensor, every unexpected tensor and every shape mismatch at once.
 //!
-//! Generic over any `VarStore`, so the encoder and the trainer reuse it: the caller's `rename` maps
-//! each checkpoint name to a variable name (`Some`) or marks it as known-unused (`None`), which is the
-//! single point where foreign names are converted (as timm's `checkpoint_filter_fn`).
+//! Generic over any `VarStore`, so the trainer reuses it for its own checkpoints and for HF / timm
+//! imports: the caller's `rename` maps each checkpoint name to a variable name (`Some`) or marks it
+//! as known-unused (`None`), which is the single point where foreign names are converted (as timm's
+//! `checkpoint_filter_fn`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

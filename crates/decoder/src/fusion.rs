@@ -12,6 +12,8 @@
 
 use tch::{Tensor, nn, nn::Module, nn::ModuleT};
 
+use crate::heads::upsample2;
+
 /// Pre-activation residual conv unit (HF `DPTPreActResidualLayer`).
 #[derive(Debug)]
 pub(crate) struct ResidualConvUnit {
@@ -93,9 +95,7 @@ impl FusionLayer {
             _ => x.shallow_clone(),
         };
         let out = self.residual_layer2.forward(&out, train);
-        let (h, w) = (out.size()[2], out.size()[3]);
-        self.projection
-            .forward(&out.upsample_bilinear2d([2 * h, 2 * w], true, None, None))
+        self.projection.forward(&upsample2(&out))
     }
 }
 

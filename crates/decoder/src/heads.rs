@@ -34,7 +34,7 @@ fn resize_to(head: &'static str, x: Tensor, size: Option<(i64, i64)>) -> Result<
     }
 }
 
-fn upsample2(x: &Tensor) -> Tensor {
+pub(crate) fn upsample2(x: &Tensor) -> Tensor {
     let (h, w) = (x.size()[2], x.size()[3]);
     x.upsample_bilinear2d([2 * h, 2 * w], true, None, None)
 }

@@ -8,7 +8,7 @@
 //! need no system font. SVG text is left to the viewer's sans-serif font.
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -59,14 +59,15 @@ fn render<F: Figure>(figure: &F, stem: &Path) -> Result<Vec<PathBuf>> {
     Ok(vec![svg, png])
 }
 
+/// Registers the embedded DejaVu fonts once per process; every call (not only the first) sees
+/// whether that registration worked.
 fn register_fonts() -> Result<()> {
-    static REGISTER: Once = Once::new();
-    let mut failed = false;
-    REGISTER.call_once(|| {
-        failed = register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_err()
-            || register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold()).is_err();
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
+            && register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold()).is_ok()
     });
-    if failed {
+    if !ok {
         return Err(SpectralError::Plot {
             path: PathBuf::from("DejaVuSans.ttf"),
             message: "the embedded font could not be parsed".into(),

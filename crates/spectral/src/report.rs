@@ -145,8 +145,8 @@ pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
             })?;
             let _ = writeln!(
                 html,
-                "<h3>Attention of three query patches (white frame), mean over heads, layer 0 to the \
-                 right ({})</h3>\n<img src=\"{label}/attention.png\" style=\"max-width:100%\">",
+                "<h3>Attention of three query patches (white frame), mean over heads; input \
+                 on the left, then layers 0 to L-1 ({})</h3>\n<img src=\"{label}/attention.png\" style=\"max-width:100%\">",
                 escape(&src.file_name().unwrap_or_default().to_string_lossy())
             );
             figures.push(dst);

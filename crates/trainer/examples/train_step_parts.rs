@@ -33,6 +33,37 @@ struct Args {
     warmup: usize,
     #[arg(long, default_value_t = 5)]
     samples: usize,
+    /// tch (libtorch's C++ Adam, as the criterion bench) or glassbox (the trainer's AdamW with the
+    /// default preset's settings: clipping, weight decay, two groups).
+    #[arg(long, default_value = "tch", value_parser = ["tch", "glassbox"])]
+    optimizer: String,
+    /// Square input side (default: the preset's, 256 for dpt-tiny, 384 for dpt-base).
+    #[arg(long)]
+    size: Option<i64>,
+}
+
+/// The two optimisers behind one interface.
+enum Optimizer {
+    Tch(nn::Optimizer),
+    Glassbox(Box<glassbox_trainer::optim::AdamW>),
+}
+
+impl Optimizer {
+    fn zero_grad(&mut self) {
+        match self {
+            Optimizer::Tch(o) => o.zero_grad(),
+            Optimizer::Glassbox(o) => o.zero_grad(),
+        }
+    }
+
+    fn step(&mut self) {
+        match self {
+            Optimizer::Tch(o) => o.step(),
+            Optimizer::Glassbox(o) => {
+                o.step(1.0).expect("finite gradients");
+            }
+        }
+    }
 }
 
 fn main() {
@@ -42,8 +73,10 @@ fn main() {
         batch,
         warmup,
         samples,
+        optimizer,
+        size,
     } = clap::Parser::parse();
-    let side = if model == "dpt-tiny" { 256 } else { 384 };
+    let side = size.unwrap_or(if model == "dpt-tiny" { 256 } else { 384 });
     let threads: i32 = std::env::var("GLASSBOX_BENCH_THREADS")
         .map(|v| v.parse().expect("GLASSBOX_BENCH_THREADS"))
         .unwrap_or(1);
@@ -58,7 +91,16 @@ fn main() {
     let config = DptConfig::preset(&model).expect("known preset");
     let vs = nn::VarStore::new(Device::Cpu);
     let dpt = Dpt::new(&vs.root(), &config).expect("valid preset");
-    let mut opt = nn::Adam::default().build(&vs, 1e-4).expect("Adam");
+    let mut opt = if optimizer == "tch" {
+        Optimizer::Tch(nn::Adam::default().build(&vs, 1e-4).expect("Adam"))
+    } else {
+        let settings = glassbox_trainer::TrainConfig::preset("default")
+            .expect("preset")
+            .optim;
+        Optimizer::Glassbox(Box::new(glassbox_trainer::optim::AdamW::new(
+            &vs, &settings,
+        )))
+    };
     let images = Tensor::randn([batch, 3, side, side], (Kind::Float, Device::Cpu));
 
     let mut times: Vec<[f64; 6]> = Vec::new();

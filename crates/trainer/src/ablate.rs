@@ -23,7 +23,7 @@ use glassbox_spectral::{Indicator, Indicators, LayerIndicators, SpectralRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointError, CheckpointPaths};
-use crate::config::{ConfigError, DataSource, TrainConfig, default_seven_scenes_root};
+use crate::config::{ConfigError, DataSource, TrainConfig};
 use crate::train::{TrainError, TrainOptions, train};
 
 /// Grids shipped with the crate, by name: `default` (the reduced grid `cargo xtask ablate` runs)
@@ -427,17 +427,11 @@ impl Grid {
             (GridDataset::Sevenscenes, _) => c.data = TrainConfig::preset("sevenscenes")?.data,
         }
         if let Some(root) = &self.data_root {
-            match &mut c.data.source {
-                DataSource::SevenScenes { root: r, .. } => *r = root.clone(),
-                _ => {
-                    return Err(AblateError::Invalid {
-                        grid: self.name.clone(),
-                        message: "data_root is only read for dataset = \"sevenscenes\"".into(),
-                    });
-                }
-            }
-        } else if let DataSource::SevenScenes { root, .. } = &mut c.data.source {
-            *root = default_seven_scenes_root();
+            c.set_data_root(root.clone())
+                .map_err(|e| AblateError::Invalid {
+                    grid: self.name.clone(),
+                    message: format!("data_root: {e}"),
+                })?;
         }
         if let Some(size) = self.image_size {
             c.data.image_size = size;

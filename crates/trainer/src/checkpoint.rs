@@ -1,5 +1,5 @@
 //! Checkpoints (DESIGN.md section 11): model weights as safetensors, the optimiser moments as a
-//! second safetensors file, and a small JSON record (step, seed, data position, file checksums).
+//! second safetensors file, and a small JSON record (step, seed, loss, best AbsRel, train time, file checksums; the step and seed fix the data position).
 //!
 //! Every file is written atomically: to `<file>.tmp`, fsync, rename over the old file, fsync the
 //! folder. The JSON record is renamed last and names the checksums (64-bit FNV-1a) of the two
@@ -34,8 +34,8 @@ pub enum CheckpointError {
     },
     #[error("checkpoint {path} cannot be parsed: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("checkpoint {path} does not fit the model: {message}")]
-    Mismatch { path: PathBuf, message: String },
+    #[error(transparent)]
+    Weights(#[from] glassbox_decoder::checkpoint::CheckpointError),
 }
 
 /// Tensors with their names, as safetensors files hold them.
@@ -235,36 +235,17 @@ pub fn load(
 ) -> Result<(TrainState, Option<NamedTensors>), CheckpointError> {
     let state = read_state(paths)?;
     let tensors = read_checked(&paths.weights, state.weights_checksum)?;
-    let mut given: std::collections::BTreeMap<String, Tensor> = tensors.into_iter().collect();
-    let mut problems = Vec::new();
-    let mut pairs = Vec::new();
-    for (name, var) in vs.variables() {
-        match given.remove(&name) {
-            Some(t) if t.size() == var.size() => pairs.push((var, t)),
-            Some(t) => problems.push(format!(
-                "{name}: shape {:?}, the model has {:?}",
-                t.size(),
-                var.size()
-            )),
-            None => problems.push(format!("{name}: missing")),
-        }
-    }
-    problems.extend(given.keys().map(|k| format!("{k}: not in the model")));
-    if !problems.is_empty() {
-        problems.sort();
-        return Err(CheckpointError::Mismatch {
-            path: paths.weights.clone(),
-            message: problems.join("; "),
-        });
-    }
     let optimizer = match state.optimizer_checksum {
         Some(sum) => Some(read_checked(&paths.optimizer, sum)?),
         None => None,
     };
-    tch::no_grad(|| {
-        for (mut var, t) in pairs {
-            var.copy_(&t.to_kind(var.kind()).to_device(var.device()));
-        }
-    });
+    // The strict loader shared with checkpoint imports: nothing is copied unless every variable
+    // is present with its shape, and the error lists every problem at once.
+    glassbox_decoder::checkpoint::load_named_tensors(
+        vs,
+        tensors,
+        &paths.weights.display().to_string(),
+        |name| Some(name.to_string()),
+    )?;
     Ok((state, optimizer))
 }

@@ -4,8 +4,8 @@
 //! checkpoint from its run folder.
 //!
 //! Presets:
-//! - `default`: dpt-tiny on synthetic indoor scenes at 128 x 128, sized to finish on a 2-core CPU
-//!   in about five minutes;
+//! - `default`: dpt-tiny on synthetic indoor scenes at 64 x 64, 600 steps, sized to finish on a
+//!   2-core CPU in about four minutes;
 //! - `sevenscenes`: dpt-tiny on 7-Scenes redkitchen (frames 0-499 train, 500-599 validation);
 //! - `test`: a 4-layer, D 32 model at 64 x 64 for the crate's tests.
 //!
@@ -285,6 +285,21 @@ impl TrainConfig {
     /// `to_depth`'s for SILog runs (trained through it), none for MiDaS runs (raw disparity).
     pub fn output_map(&self) -> Option<DisparityToDepth> {
         matches!(self.loss.loss, LossConfig::Silog(_)).then_some(self.loss.to_depth)
+    }
+
+    /// Points a file dataset at another folder; synthetic runs have none, which is an error.
+    pub fn set_data_root(&mut self, root: PathBuf) -> Result<(), ConfigError> {
+        match &mut self.data.source {
+            DataSource::SevenScenes { root: r, .. } => {
+                *r = root;
+                Ok(())
+            }
+            DataSource::Synthetic { .. } => Err(ConfigError::Invalid {
+                field: "data.source",
+                value: "synthetic".into(),
+                expected: "a file dataset (sevenscenes) for a data root",
+            }),
+        }
     }
 
     /// Switches every encoder block to standard or SVDA attention.

@@ -1,6 +1,6 @@
 //! Training and validation images as in-memory tensors, and the batch of every step.
 //!
-//! The presets' datasets are small (hundreds of images at 128 x 128), so each split is decoded or
+//! The presets' datasets are small (hundreds of images at 64 x 64 to 96 x 128), so each split is decoded or
 //! rendered once (in parallel with rayon), resized to the training size and kept as tensors. The
 //! batch of micro-step `k` is a pure function of `(seed, k)`: an epoch-wise shuffle from a
 //! SplitMix64 stream and a per-sample flip bit. A resumed run therefore sees exactly the batches

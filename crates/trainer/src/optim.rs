@@ -15,6 +15,12 @@ use tch::{Kind, Tensor, nn};
 
 use crate::config::OptimConfig;
 
+/// SVDA's spectrum (heads x d, so two-dimensional like a weight): it has its own learning rate and
+/// no weight decay, which would pull attention towards uniform.
+fn is_sigma(name: &str) -> bool {
+    name.ends_with(".attn.sigma")
+}
+
 /// Learning rate multiplier at `step` (0-based): linear warm-up over `warmup` steps, then cosine
 /// decay from 1 to `min_ratio` at `total`.
 pub fn lr_factor(step: usize, warmup: usize, total: usize, min_ratio: f64) -> f64 {
@@ -80,21 +86,24 @@ impl AdamW {
         }
     }
 
-    /// The global L2 norm of all gradients (0 for variables without one).
+    /// The global L2 norm of all gradients (0 for variables without one): one norm per tensor and
+    /// a single read-back, as torch's `clip_grad_norm_`.
     pub fn grad_norm(&self) -> f64 {
         tch::no_grad(|| {
-            let mut total = 0f64;
-            for (_, p) in &self.params {
-                let g = p.grad();
-                if g.defined() {
-                    total += g
-                        .to_kind(Kind::Double)
-                        .square()
-                        .sum(Kind::Double)
-                        .double_value(&[]);
-                }
+            let norms: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|(_, p)| p.grad())
+                .filter(Tensor::defined)
+                .map(|g| g.norm())
+                .collect();
+            if norms.is_empty() {
+                return 0.0;
             }
-            total.sqrt()
+            Tensor::stack(&norms, 0)
+                .to_kind(Kind::Double)
+                .norm()
+                .double_value(&[])
         })
     }
 
@@ -120,28 +129,37 @@ impl AdamW {
         let (lr_backbone, lr_decoder) = self.learning_rates(factor);
         tch::no_grad(|| {
             for (i, (name, p)) in self.params.iter_mut().enumerate() {
-                let g = p.grad();
+                let mut g = p.grad();
                 if !g.defined() {
                     continue;
                 }
-                let g = if scale != 1.0 { &g * scale } else { g };
+                // In place wherever a buffer can be reused: the gradient is cleared before the next
+                // step anyway, and this loop runs over every tensor of the model on every step.
+                if scale != 1.0 {
+                    let _ = g.g_mul_scalar_(scale);
+                }
                 let lr = match c.lr_sigma {
-                    Some(lr_sigma) if name.ends_with(".attn.sigma") => lr_sigma * factor,
+                    Some(lr_sigma) if is_sigma(name) => lr_sigma * factor,
                     _ if name.starts_with("encoder.") => lr_backbone,
                     _ => lr_decoder,
                 };
+                // m = b1 m + (1 - b1) g
                 let m = &mut self.m[i];
-                let _ = m.g_mul_scalar_(b1);
-                let _ = m.g_add_(&(&g * (1.0 - b1)));
+                let _ = m.lerp_(&g, 1.0 - b1);
+                // v = b2 v + (1 - b2) g^2
                 let v = &mut self.v[i];
                 let _ = v.g_mul_scalar_(b2);
-                let _ = v.g_add_(&(g.square() * (1.0 - b2)));
-                if c.weight_decay > 0.0 && p.dim() >= 2 {
+                let _ = v.addcmul_(&g, &(&g * (1.0 - b2)));
+                if c.weight_decay > 0.0 && p.dim() >= 2 && !is_sigma(name) {
                     let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
-                let denom = (&*v / bc2).sqrt() + c.eps;
-                let update = (&*m / bc1) / denom * lr;
-                let _ = p.g_sub_(&update);
+                // p -= lr (m / bc1) / (sqrt(v / bc2) + eps), as p += m / denom with
+                // denom = (sqrt(v) / sqrt(bc2) + eps) * (-bc1 / lr).
+                let mut denom = v.sqrt();
+                let _ = denom.g_mul_scalar_(1.0 / bc2.sqrt());
+                let _ = denom.g_add_scalar_(c.eps);
+                let _ = denom.g_mul_scalar_(-bc1 / lr);
+                let _ = p.addcdiv_(&*m, &denom);
             }
         });
         Ok(norm)
@@ -253,5 +271,27 @@ mod tests {
         let qkv: Vec<f32> = Vec::try_from(&qkv.detach()).unwrap();
         assert!(sigma.iter().all(|x| (x - 0.5).abs() < 1e-5), "{sigma:?}");
         assert!(qkv.iter().all(|x| (x - 0.99).abs() < 1e-5), "{qkv:?}");
+    }
+
+    #[test]
+    fn weight_decay_shrinks_weights_but_not_svda_sigma() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let enc = vs.root().sub("encoder").sub("blocks").sub("0").sub("attn");
+        let sigma = enc.var("sigma", &[2, 3], nn::Init::Const(1.0));
+        let weight = enc.var("proj_weight", &[2, 3], nn::Init::Const(1.0));
+        let mut config = crate::config::TrainConfig::preset("test").unwrap().optim;
+        config.lr_backbone = 0.1;
+        config.weight_decay = 0.5;
+        config.clip_grad_norm = 0.0;
+        let mut opt = AdamW::new(&vs, &config);
+        // A zero gradient leaves only the decay: p -= lr * wd * p.
+        let loss = (sigma.sum(Kind::Float) + weight.sum(Kind::Float)) * 0.0;
+        opt.zero_grad();
+        loss.backward();
+        opt.step(1.0).unwrap();
+        let sigma: Vec<f32> = Vec::try_from(&sigma.detach().flatten(0, -1)).unwrap();
+        let weight: Vec<f32> = Vec::try_from(&weight.detach().flatten(0, -1)).unwrap();
+        assert!(sigma.iter().all(|x| (x - 1.0).abs() < 1e-6), "{sigma:?}");
+        assert!(weight.iter().all(|x| (x - 0.95).abs() < 1e-6), "{weight:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! Inference on image files (DESIGN.md section 11, `cargo xtask predict`): a checkpoint's run
 //! folder holds its `config.toml`, so the model is rebuilt from it; each image gets a colour-mapped
 //! depth PNG, optionally a 16-bit depth PNG, and optionally an attention map of one layer and
-//! query token (from [`Dpt::forward_with_maps`]) blended over the image.
+//! query token (from the encoder's `forward_with_maps`) blended over the image.
 //!
 //! The model predicts relative depth, so the 16-bit PNG holds depth scaled to a median of 1 m
 //! (value / 1000 = depth in those units), clipped to the 16-bit range. Tokens are numbered as in
@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 
 use glassbox_data::Sample;
 use glassbox_data::colormap::{colorize_depth, rgb_image};
+use glassbox_encoder::EncoderOutput;
 use ndarray::{Array2, Array3};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::checkpoint::{self, CheckpointPaths};
 use crate::config::TrainConfig;
 use crate::eval;
-use crate::model::Dpt;
+use crate::model::{Dpt, ModelError};
 use crate::report;
 
 /// Everything that stops a prediction.
@@ -151,7 +152,8 @@ pub fn attention_map(
         .view([1, 3, h as i64, w as i64])
         .to_device(device)
         .upsample_bilinear2d([ih as i64, iw as i64], false, None, None);
-    let (_, maps) = tch::no_grad(|| model.forward_with_maps(&input))?;
+    let EncoderOutput { maps, grid, .. } =
+        tch::no_grad(|| model.encoder().forward_with_maps(&input)).map_err(ModelError::from)?;
     let layers = maps.len();
     let map = maps
         .get(layer)
@@ -161,7 +163,7 @@ pub fn attention_map(
     if token >= tokens {
         return Err(PredictError::Token { token, tokens });
     }
-    let (gh, gw) = (ih / patch, iw / patch);
+    let (gh, gw) = (grid.0 as usize, grid.1 as usize);
     let row = probs
         .get(0)
         .mean_dim(0, false, Kind::Float)

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use glassbox_attention::{AttentionError, AttentionMaps};
 use glassbox_data::colormap::{rgb_image, tile};
+use glassbox_encoder::EncoderOutput;
 use glassbox_spectral::{
     ATTENTION_DIR, HeadIndicators, HeadInput, Indicators, LayerIndicators, SIGMA_FILE,
     SPECTRAL_FILE, SigmaSpectra, SpectralError, SpectralRecord, append_line, compute_layer,
@@ -137,11 +138,6 @@ impl Probe {
         Ok(Self { images, options })
     }
 
-    /// The probe images.
-    pub fn images(&self) -> &Tensor {
-        &self.images
-    }
-
     /// Runs the probe on `model` and labels the results with `step`. The model's sigma is the
     /// same, bit for bit, before and after (also when the probe fails half-way).
     pub fn run(&self, model: &Dpt, step: u64) -> Result<ProbeOutput, ProbeError> {
@@ -152,11 +148,10 @@ impl Probe {
         for b in 0..batch {
             let image = self.images.f_narrow(0, b, 1)?;
             let start = Instant::now();
-            let clean = forward_maps(model, &image)?;
+            let (clean, grid) = forward_maps(model, &image)?;
             timing.forward += start.elapsed();
             if overlays.is_none() {
-                let patch = model.config().encoder.patch_size as usize;
-                overlays = Some(attention_overlays(&image, &clean, patch, &QUERY_POINTS)?);
+                overlays = Some(attention_overlays(&image, &clean, grid, &QUERY_POINTS)?);
             }
             per_image.push(self.indicators(model, &image, b as u64, clean, &mut timing)?);
         }
@@ -184,7 +179,7 @@ impl Probe {
             let key = NoiseKey::new(self.options.seed, image_index, 0, draw as u64);
             let delta = normal_tensor(&image.size(), self.options.noise_std, key)?
                 .f_to_device(image.device())?;
-            input_maps.push(probabilities(forward_maps(model, &image.f_add(&delta)?)?));
+            input_maps.push(probabilities(forward_maps(model, &image.f_add(&delta)?)?.0));
         }
         let sigma_maps = self.sigma_perturbed_maps(model, image, image_index)?;
         timing.forward += start.elapsed();
@@ -242,7 +237,7 @@ impl Probe {
                         block.attention().set_sigma(&scaled)?;
                     }
                 }
-                out.push(probabilities(forward_maps(model, image)?));
+                out.push(probabilities(forward_maps(model, image)?.0));
             }
             Ok::<_, ProbeError>(out)
         })();
@@ -277,14 +272,14 @@ impl ProbeOutput {
 }
 
 /// Appends one record to `<run>/spectral.jsonl` (created if missing) and returns its path.
-pub fn append_record(run_dir: &Path, record: &SpectralRecord) -> Result<PathBuf, ProbeError> {
+fn append_record(run_dir: &Path, record: &SpectralRecord) -> Result<PathBuf, ProbeError> {
     Ok(append_line(run_dir, SPECTRAL_FILE, |f| {
         record.write_jsonl(f)
     })?)
 }
 
 /// sigma of every block as `layers[l][h][k]`, or `None` for a standard-attention model.
-pub fn sigma_spectra(model: &Dpt, step: u64) -> Result<Option<SigmaSpectra>, ProbeError> {
+fn sigma_spectra(model: &Dpt, step: u64) -> Result<Option<SigmaSpectra>, ProbeError> {
     let mut layers = Vec::new();
     for block in model.encoder().blocks() {
         let Some(sigma) = block.attention().sigma() else {
@@ -307,10 +302,15 @@ pub fn sigma_spectra(model: &Dpt, step: u64) -> Result<Option<SigmaSpectra>, Pro
     Ok(Some(SigmaSpectra { step, layers }))
 }
 
-/// The clean pass: the model's maps in evaluation mode without gradients.
-fn forward_maps(model: &Dpt, image: &Tensor) -> Result<Vec<AttentionMaps>, ProbeError> {
-    let (_, maps) = tch::no_grad(|| model.forward_with_maps(image))?;
-    Ok(maps)
+/// One probe pass: the encoder's attention maps and patch grid (rows, columns) in evaluation
+/// mode without gradients. Only the encoder runs: the indicators never look at the prediction.
+fn forward_maps(
+    model: &Dpt,
+    image: &Tensor,
+) -> Result<(Vec<AttentionMaps>, (usize, usize)), ProbeError> {
+    let EncoderOutput { maps, grid, .. } =
+        tch::no_grad(|| model.encoder().forward_with_maps(image)).map_err(ModelError::from)?;
+    Ok((maps, (grid.0 as usize, grid.1 as usize)))
 }
 
 /// Keeps only the attention probabilities of each layer (the rest of a perturbed pass is not
@@ -444,7 +444,7 @@ pub fn patch_heat(keys: ndarray::ArrayView1<f32>, (gh, gw): (usize, usize)) -> A
 fn attention_overlays(
     image: &Tensor,
     maps: &[AttentionMaps],
-    patch: usize,
+    (gh, gw): (usize, usize),
     points: &[(f64, f64)],
 ) -> Result<RgbImage, ProbeError> {
     let rgb = to_array(&image.f_get(0)?)?
@@ -453,7 +453,6 @@ fn attention_overlays(
             layer: 0,
             message: format!("probe image: {e}"),
         })?;
-    let (_, h, w) = rgb.dim();
     let base = rgb_image(rgb.view());
     let mut rows: Vec<Vec<RgbImage>> = points.iter().map(|_| Vec::new()).collect();
     for (layer, map) in maps.iter().enumerate() {
@@ -469,13 +468,10 @@ fn attention_overlays(
             message: format!("mean attention: {e}"),
         })?;
         let tokens = mean.nrows();
-        let (gh, gw) = grid(tokens, h, w, patch).ok_or_else(|| ProbeError::Maps {
+        let prefix = cls_prefix(tokens, (gh, gw)).ok_or_else(|| ProbeError::Maps {
             layer,
-            message: format!(
-                "{tokens} tokens do not fit the {patch}-pixel patch grid of a {h} x {w} image"
-            ),
+            message: format!("{tokens} tokens do not hold the {gh} x {gw} patch grid"),
         })?;
-        let prefix = tokens - gh * gw;
         for ((py, px), row) in points.iter().zip(rows.iter_mut()) {
             let (r, c) = patch_at(*py, *px, gh, gw);
             if layer == 0 {
@@ -488,11 +484,12 @@ fn attention_overlays(
     Ok(tile(&rows, 2))
 }
 
-/// The patch grid (rows, columns) of an h x w image, if the `tokens` tokens are that grid after
-/// prefix tokens (CLS).
-fn grid(tokens: usize, h: usize, w: usize, patch: usize) -> Option<(usize, usize)> {
-    let (gh, gw) = (h / patch.max(1), w / patch.max(1));
-    (gh > 0 && gw > 0 && gh * gw <= tokens).then_some((gh, gw))
+/// How many prefix tokens (CLS) come before the gh x gw patch tokens among `tokens`, if the
+/// grid fits.
+fn cls_prefix(tokens: usize, (gh, gw): (usize, usize)) -> Option<usize> {
+    (gh > 0 && gw > 0)
+        .then(|| tokens.checked_sub(gh * gw))
+        .flatten()
 }
 
 /// The patch under a point given as fractions of the image.
@@ -592,9 +589,9 @@ mod tests {
 
     #[test]
     fn grid_leaves_the_cls_token_as_prefix() {
-        assert_eq!(grid(577, 384, 384, 16), Some((24, 24)));
-        assert_eq!(grid(1 + 4 * 6, 64, 96, 16), Some((4, 6)));
-        assert_eq!(grid(3, 64, 64, 16), None);
+        assert_eq!(cls_prefix(577, (24, 24)), Some(1));
+        assert_eq!(cls_prefix(1 + 4 * 6, (4, 6)), Some(1));
+        assert_eq!(cls_prefix(3, (4, 4)), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use glassbox_data::colormap::{colorize_depth, rgb_image, tile, turbo};
+use glassbox_metrics::median;
 use image::{Rgb, RgbImage};
 use ndarray::{Array2, ArrayView2, ArrayView3};
 
@@ -85,29 +86,24 @@ pub fn contact_row(
     mask: ArrayView2<bool>,
 ) -> Vec<RgbImage> {
     let depth = disparity.mapv(|d| 1.0 / d.max(1e-6));
-    let mut valid: Vec<(f32, f32)> = depth
+    let (mut preds, mut gts): (Vec<f64>, Vec<f64>) = depth
         .iter()
         .zip(gt.iter())
         .zip(mask.iter())
         .filter(|((_, g), m)| **m && **g > 0.0)
-        .map(|((p, g), _)| (*p, *g))
-        .collect();
-    let median = |v: &mut Vec<f32>| {
-        v.sort_by(f32::total_cmp);
-        v.get(v.len() / 2).copied()
-    };
-    let mut preds: Vec<f32> = valid.iter().map(|p| p.0).collect();
-    let mut gts: Vec<f32> = valid.iter().map(|p| p.1).collect();
+        .map(|((p, g), _)| (f64::from(*p), f64::from(*g)))
+        .unzip();
+    let (lo, hi) = gts
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &g| {
+            (lo.min(g), hi.max(g))
+        });
+    let range = (hi > lo).then_some((lo as f32, hi as f32));
     let scale = match (median(&mut preds), median(&mut gts)) {
-        (Some(p), Some(g)) if p > 0.0 => g / p,
+        (Some(p), Some(g)) if p > 0.0 => (g / p) as f32,
         _ => 1.0,
     };
     let aligned = depth.mapv(|d| d * scale);
-    let range = match (gts.first(), gts.last()) {
-        (Some(&a), Some(&b)) if b > a => Some((a, b)),
-        _ => None,
-    };
-    valid.clear();
     let (h, w) = gt.dim();
     let error = Array2::from_shape_fn((h, w), |(y, x)| {
         if mask[[y, x]] && gt[[y, x]] > 0.0 {

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use glassbox_attention::AttentionKind;
 use glassbox_losses::LossConfig;
 use glassbox_metrics::DepthEvalConfig;
 use glassbox_trainer::ablate::{self, AblateOptions, Grid};
-use glassbox_trainer::config::{DataSource, TrainConfig};
+use glassbox_trainer::config::TrainConfig;
 use glassbox_trainer::predict::{self, PredictOptions};
 use glassbox_trainer::train::{TrainOptions, resolve_device};
 use glassbox_trainer::{data, eval};
@@ -265,14 +265,7 @@ fn main() -> Result<()> {
                 cfg.data.image_size = parse_size(&s)?;
             }
             if let Some(root) = data_root {
-                match &mut cfg.data.source {
-                    DataSource::SevenScenes { root: r, .. } => *r = root,
-                    DataSource::Synthetic { .. } => {
-                        bail!(
-                            "--data-root applies to file datasets; this run renders synthetic scenes"
-                        )
-                    }
-                }
+                cfg.set_data_root(root).context("--data-root")?;
             }
             if let Some(v) = seed {
                 cfg.seed = v;
