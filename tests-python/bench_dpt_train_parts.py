@@ -9,8 +9,11 @@ but each part is timed on its own: forward (train mode), loss, zero_grad, backwa
 hooked hidden states the neck reads), the peer of the Rust side's `--part encoder`. Reports every
 part's minimum and median over `--samples` steps after `--warmup` steps.
 
+`--size S` overrides the model's image size (the training loop's 64 x 64, say); `--optimizer adamw`
+steps torch.optim.AdamW (lr 6e-4, weight decay 0.01) instead of Adam, the trainer's optimiser.
+
 Usage: bench_dpt_train_parts.py [--model dpt-tiny|dpt-base] [--batch B] [--part dpt|encoder]
-       [--threads N] [--warmup W] [--samples S]
+       [--threads N] [--warmup W] [--samples S] [--size S] [--optimizer adam|adamw]
 """
 
 import argparse
@@ -33,13 +36,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--optimizer", choices=["adam", "adamw"], default="adam")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, size = build(args.model)
+    size = args.size or size
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if args.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.01)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     images = torch.randn(args.batch, 3, size, size)
     hooks = model.config.backbone_out_indices
 

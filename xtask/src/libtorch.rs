@@ -1,4 +1,4 @@
-//! Finding or installing libtorch 2.13.0 (DESIGN.md section 2).
+//! Finding or installing libtorch 2.13.0 (`docs/architecture.md`).
 //!
 //! tch 0.26 links against libtorch 2.13.0. The simplest portable source is the PyPI `torch==2.13.0`
 //! wheel, which carries `lib/` and `include/`; we install it once into a venv in a cache folder

@@ -1,4 +1,4 @@
-//! Multi-head self-attention, standard and SVDA (DESIGN.md section 3).
+//! Multi-head self-attention, standard and SVDA (`docs/attention.md`).
 //!
 //! With Q, K, V = X W_q + b_q, X W_k + b_k, X W_v + b_v split into H heads of width d:
 //! - standard: A = softmax(Q K^T / sqrt(d));
@@ -36,7 +36,7 @@ pub struct Attention {
 }
 
 /// What the explicit (analysis) path returns: the layer output and everything the spectral
-/// indicators read (DESIGN.md section 9). M = N for a dense forward, M = the subset size otherwise.
+/// indicators read (`docs/spectral.md`). M = N for a dense forward, M = the subset size otherwise.
 #[derive(Debug)]
 pub struct AttentionMaps {
     /// Layer output, B x M x D (identical to the fused path's output).

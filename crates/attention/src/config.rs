@@ -1,4 +1,4 @@
-//! The serde configuration of one attention layer (DESIGN.md section 3), so that a run folder can
+//! The serde configuration of one attention layer (`docs/attention.md`), so that a run folder can
 //! record exactly which attention a model used.
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
-//! Standard and SVD-inspired (SVDA) multi-head self-attention for tch (DESIGN.md section 3).
+//! Standard and SVD-inspired (SVDA) multi-head self-attention for tch (`docs/attention.md`).
 //!
 //! Depend on this crate alone to drop SVDA into any tch model:
-//! ```no_run,standalone_crate
+//! ``no_run,standalone_crate
 //! use glassbox_attention::{Attention, AttentionConfig, AttentionKind};
 //! use tch::{Device, Kind, Tensor, nn};
 //!
@@ -12,7 +12,7 @@
 //! let y = attn.forward_t(&x, true)?; // fused path, B x N x D
 //! let maps = attn.forward_with_maps(&x)?; // explicit path: A, Q^, K^, sigma
 //! # Ok(()) }
-//! ```
+//! ``
 //!
 //! * **Score functions.** Standard: A = softmax(Q K^T / sqrt(d)). SVDA: A = softmax(Q^ diag(sigma)
 //!   K^^T / sqrt(d)), with Q^ and K^ the rows of Q and K divided by max(||row||_2, 1e-6)

@@ -1,13 +1,13 @@
-//! Token subsets for sparse token updates (DESIGN.md section 6): checking a B x M index tensor,
+//! Token subsets for sparse token updates (`docs/attention.md`): checking a B x M index tensor,
 //! gathering the selected rows of a B x N x D token tensor and scattering updated rows back.
 //!
 //! A sparse encoder block uses these around [`crate::Attention::forward_subset_t`]:
-//! ```text
+//! ``text
 //! rows = gather_tokens(x, idx)                       // B x M x D
 //! rows = rows + attn.forward_subset_t(ln1(x), idx)   // queries = rows, keys/values = all of x
 //! rows = rows + mlp(ln2(rows))
 //! x    = scatter_tokens(x, idx, rows)                // other tokens pass through unchanged
-//! ```
+//! ``
 
 use tch::{Kind, Tensor};
 

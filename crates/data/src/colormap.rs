@@ -5,7 +5,7 @@
 use image::{Rgb, RgbImage};
 use ndarray::{ArrayView2, ArrayView3};
 
-use crate::sample::{quantize_unit, to_rgb8};
+use crate::sample::{IGNORE_LABEL, quantize_unit, to_rgb8};
 
 /// Turbo colour map at `t` in [0, 1] (values outside are clamped): dark blue -> green -> dark red.
 pub fn turbo(t: f32) -> [u8; 3] {
@@ -58,33 +58,36 @@ pub fn colorize_depth(
     })
 }
 
-/// Hand-picked colours for the synthetic classes (see `render::classes`); other ids fall back
-/// to the PASCAL VOC bit-interleaving palette, so any 8-bit label map gets distinct colours.
-const PALETTE: [[u8; 3]; 15] = [
-    [0, 0, 0],       // 0 void / ignore
-    [150, 110, 70],  // 1 floor
-    [190, 190, 160], // 2 wall
-    [240, 240, 255], // 3 ceiling
-    [230, 120, 30],  // 4 box
-    [220, 40, 60],   // 5 sphere
-    [60, 160, 220],  // 6 cylinder
-    [120, 60, 130],  // 7 road
-    [255, 255, 255], // 8 lane marking
-    [244, 35, 232],  // 9 sidewalk
-    [70, 70, 70],    // 10 building
-    [0, 0, 142],     // 11 car
-    [250, 170, 30],  // 12 pole
-    [107, 142, 35],  // 13 vegetation
-    [70, 130, 180],  // 14 sky
+/// Hand-picked colours for the synthetic classes (see `render::classes`), indexed by class id.
+const PALETTE: [[u8; 3]; crate::render::classes::COUNT] = [
+    [150, 110, 70],  // 0 floor
+    [190, 190, 160], // 1 wall
+    [240, 240, 255], // 2 ceiling
+    [230, 120, 30],  // 3 box
+    [220, 40, 60],   // 4 sphere
+    [60, 160, 220],  // 5 cylinder
+    [120, 60, 130],  // 6 road
+    [255, 255, 255], // 7 lane marking
+    [244, 35, 232],  // 8 sidewalk
+    [70, 70, 70],    // 9 building
+    [0, 0, 142],     // 10 car
+    [250, 170, 30],  // 11 pole
+    [107, 142, 35],  // 12 vegetation
+    [70, 130, 180],  // 13 sky
 ];
 
-/// The fixed colour of class `class`; 0 (ignore) is black.
+/// The fixed colour of class `class`: the ignore label is black, the synthetic classes have
+/// hand-picked colours, and any other id gets the PASCAL VOC bit-interleaving colour of `id + 1`
+/// (VOC's black id 0 is thereby left to the ignore label), so every 8-bit label map is readable.
 pub fn label_color(class: u8) -> [u8; 3] {
+    if class == IGNORE_LABEL {
+        return [0, 0, 0];
+    }
     if let Some(c) = PALETTE.get(class as usize) {
         return *c;
     }
     let mut rgb = [0u8; 3];
-    let mut id = class;
+    let mut id = class + 1;
     for bit in 0..8 {
         for (ch, v) in rgb.iter_mut().enumerate() {
             *v |= ((id >> ch) & 1) << (7 - bit);
@@ -158,7 +161,7 @@ mod tests {
     fn palette_gives_distinct_colours_to_all_256_classes() {
         let colours: std::collections::HashSet<_> = (0..=255u8).map(label_color).collect();
         assert_eq!(colours.len(), 256);
-        assert_eq!(label_color(0), [0, 0, 0]);
+        assert_eq!(label_color(IGNORE_LABEL), [0, 0, 0]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The one error type of the crate: every failure names the file (or sample) and what was expected,
-//! so a bad frame in a 50 000-image dataset can be found and fixed (DESIGN.md section 10).
+//! so a bad frame in a 50 000-image dataset can be found and fixed (see `docs/data.md`).
 
 use std::path::PathBuf;
 
@@ -81,9 +81,22 @@ pub enum DataError {
         /// What the crop needs, from `glassbox_metrics`.
         source: glassbox_metrics::MetricsError,
     },
-    /// A configuration value is out of its domain (zero batch size, size not a multiple of 32, ...).
+    /// A configuration value is out of its domain (zero batch size, size not a multiple of 16, ...).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A source was opened but holds no sample; says which source and what was looked for, since
+    /// an empty training set is almost always a wrong path or split name.
+    #[error("{dataset}: no samples found (looked for {looked_for})")]
+    EmptySource {
+        /// The source, as `SourceConfig::describe` writes it.
+        dataset: String,
+        /// The files the source looks for.
+        looked_for: String,
+    },
+    /// The loader's background producer failed outside any one sample (it panicked or stopped
+    /// early), so a stream ends with this error instead of hanging or ending silently.
+    #[error("data loader: {0}")]
+    Loader(String),
     /// A sample index is past the end of the dataset.
     #[error("index {index} out of range for a dataset of {len} samples")]
     IndexOutOfRange {

@@ -1,6 +1,6 @@
 //! Decoding and encoding of the image files the datasets use: 8-bit RGB (JPEG or PNG), 16-bit
 //! grayscale depth PNGs with a per-format scale (NYU: 1/1000 m, KITTI: 1/256 m, 0 = invalid) and
-//! 8-bit label PNGs. Every failure becomes a [`DataError`] naming the file.
+//! 8-bit label PNGs (stored ids, 255 = ignore). Every failure becomes a [`DataError`] naming the file.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -85,7 +85,8 @@ pub fn read_depth_png(path: &Path, scale: f32) -> Result<Array2<f32>> {
     Ok(Array2::from_shape_vec((h, w), values).expect("buffer length is h*w"))
 }
 
-/// Reads an 8-bit grayscale label PNG (class id per pixel, 0 = ignore).
+/// Reads an 8-bit grayscale label PNG as stored (class id per pixel; in our files 0-based ids with
+/// 255 = ignore). Readers whose format codes classes differently remap after reading.
 pub fn read_labels_png(path: &Path) -> Result<Array2<u8>> {
     let (image, color) = decode(path)?;
     let DynamicImage::ImageLuma8(gray) = image else {

@@ -5,8 +5,10 @@
 //! - KITTI: `rgb/XXXXXXXXXX.png`, `depth/XXXXXXXXXX.png` (16-bit, value / 256 m),
 //!   `label/XXXXXXXXXX.png`;
 //!
-//! in both, 0 = invalid depth, plus `train.txt` / `test.txt` split lists (`rgb depth focal labels`),
-//! `classes.txt`, and `contact_sheet.png` (rows of RGB | colour-mapped depth | colour-mapped labels).
+//! in both, 0 = invalid depth and label PNGs store the 0-based class ids with 255 = ignore, plus
+//! `train.txt` / `test.txt` split lists (`rgb depth focal labels`), `classes.txt` (`id name` per
+//! line, ending with `255 ignore`), and `contact_sheet.png` (rows of RGB | colour-mapped depth |
+//! colour-mapped labels).
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +20,7 @@ use crate::error::{DataError, Result};
 use crate::io::{write_depth_png, write_labels_png, write_png, write_rgb};
 use crate::readers::{KITTI_DEPTH_SCALE, NYU_DEPTH_SCALE, SplitEntry, format_split};
 use crate::render::{SyntheticDataset, classes};
-use crate::sample::{Dataset, Sample};
+use crate::sample::{Dataset, IGNORE_LABEL, Sample};
 
 /// On-disk layout of a written dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,11 +159,12 @@ pub fn write_synthetic(
     let (train, test) = entries.split_at(n - n_test);
     write_text(&dir.join("train.txt"), &format_split(train))?;
     write_text(&dir.join("test.txt"), &format_split(test))?;
-    let class_list: String = classes::NAMES
+    let mut class_list: String = classes::NAMES
         .iter()
         .enumerate()
         .map(|(i, name)| format!("{i} {name}\n"))
         .collect();
+    class_list.push_str(&format!("{IGNORE_LABEL} ignore\n"));
     write_text(&dir.join("classes.txt"), &class_list)?;
 
     let rows: Vec<Vec<RgbImage>> = (0..options.sheet_rows.min(n))

@@ -1,5 +1,8 @@
-//! One RGB-D(-S) sample, the [`Dataset`] trait every reader and the renderer implement, and DPT's
-//! input normalisation `(x / 255 - 0.5) / 0.5` (DESIGN.md section 10).
+//! One RGB-D(-S) sample, the [`Dataset`] trait every source implements, contiguous sub-ranges of a
+//! dataset ([`Subset`], [`split_last`]), and DPT's input normalisation `(x / 255 - 0.5) / 0.5`
+//! (see `docs/data.md`).
+
+use std::ops::Range;
 
 use ndarray::{Array2, Array3, ArrayView3};
 
@@ -9,8 +12,9 @@ use crate::error::{DataError, Result};
 pub const NORM_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
 /// Per-channel standard deviation of DPT's input normalisation.
 pub const NORM_STD: [f32; 3] = [0.5, 0.5, 0.5];
-/// Label value that losses and metrics ignore (ADE20K convention, also used for void pixels).
-pub const IGNORE_LABEL: u8 = 0;
+/// Label value that losses and metrics ignore: 255, the value PyTorch's loaders, mmseg's ADE20K
+/// reader and glassbox-losses use, so class ids can start at 0 and one constant serves everywhere.
+pub const IGNORE_LABEL: u8 = 255;
 
 /// One training or evaluation example; all maps share the height and width of `rgb`.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +161,8 @@ pub fn to_rgb8(rgb: ArrayView3<f32>) -> Vec<u8> {
 }
 
 /// A random-access collection of samples; readers and the synthetic renderer implement it, and the
-/// batch loader consumes it from worker threads (hence `Send + Sync`).
+/// loader consumes it from worker threads (hence `Send + Sync`). It stays object safe, so a trainer
+/// can hold any source as `Arc<dyn Dataset>`.
 pub trait Dataset: Send + Sync {
     /// Number of samples.
     fn len(&self) -> usize;
@@ -171,6 +176,15 @@ pub trait Dataset: Send + Sync {
     }
 }
 
+impl<D: Dataset + ?Sized> Dataset for &D {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn get(&self, index: usize) -> Result<Sample> {
+        (**self).get(index)
+    }
+}
+
 impl<D: Dataset + ?Sized> Dataset for std::sync::Arc<D> {
     fn len(&self) -> usize {
         (**self).len()
@@ -178,6 +192,63 @@ impl<D: Dataset + ?Sized> Dataset for std::sync::Arc<D> {
     fn get(&self, index: usize) -> Result<Sample> {
         (**self).get(index)
     }
+}
+
+/// A contiguous block of another dataset's indices, itself a dataset (index 0 is `indices.start`).
+/// Validation blocks are contiguous rather than drawn at random because neighbouring frames of a
+/// video sequence (7-Scenes records at 30 fps) are near-duplicates that would leak across a split.
+#[derive(Debug, Clone)]
+pub struct Subset<D> {
+    inner: D,
+    indices: Range<usize>,
+}
+
+impl<D: Dataset> Subset<D> {
+    /// Restricts `inner` to `indices`; a range reaching past the end of `inner` is an error.
+    pub fn new(inner: D, indices: Range<usize>) -> Result<Self> {
+        if indices.start > indices.end || indices.end > inner.len() {
+            return Err(DataError::Config(format!(
+                "subset {}..{} does not fit a dataset of {} samples",
+                indices.start,
+                indices.end,
+                inner.len()
+            )));
+        }
+        Ok(Subset { inner, indices })
+    }
+
+    /// The indices of `inner` this subset covers.
+    pub fn indices(&self) -> Range<usize> {
+        self.indices.clone()
+    }
+
+    /// The dataset the subset reads from.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+}
+
+impl<D: Dataset> Dataset for Subset<D> {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn get(&self, index: usize) -> Result<Sample> {
+        if index >= self.indices.len() {
+            return Err(DataError::IndexOutOfRange {
+                index,
+                len: self.indices.len(),
+            });
+        }
+        self.inner.get(self.indices.start + index)
+    }
+}
+
+/// Splits `0..len` into the first `len - count` indices and the last `count` (clamped to `len`):
+/// the trainer's validation block when no separate validation source is configured.
+pub fn split_last(len: usize, count: usize) -> (Range<usize>, Range<usize>) {
+    let cut = len - count.min(len);
+    (0..cut, cut..len)
 }
 
 /// Mixes a base seed with two indices (SplitMix64 finaliser) so that per-sample and per-epoch
@@ -240,6 +311,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, DataError::SizeMismatch { found_w: 3, .. }));
+    }
+
+    #[test]
+    fn split_last_makes_two_contiguous_blocks_and_subset_reads_through() {
+        assert_eq!(split_last(600, 100), (0..500, 500..600));
+        assert_eq!(split_last(3, 5), (0..0, 0..3));
+        struct Numbers;
+        impl Dataset for Numbers {
+            fn len(&self) -> usize {
+                10
+            }
+            fn get(&self, index: usize) -> Result<Sample> {
+                Sample::from_depth(
+                    index.to_string(),
+                    Array3::zeros((3, 1, 1)),
+                    Array2::ones((1, 1)),
+                    None,
+                )
+            }
+        }
+        let tail = Subset::new(Numbers, 7..10).unwrap();
+        assert_eq!(tail.len(), 3);
+        assert_eq!(tail.get(0).unwrap().name, "7");
+        assert!(tail.get(3).is_err());
+        assert!(Subset::new(Numbers, 8..11).is_err());
     }
 
     #[test]

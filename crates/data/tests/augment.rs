@@ -1,7 +1,7 @@
 //! Augmentation keeps RGB, depth, mask and labels aligned: a planted marker stays in the same place
 //! in every map, whatever crop, flip and jitter are drawn.
 
-use glassbox_data::augment::{Augment, EvalResize};
+use glassbox_data::augment::{Augment, AugmentConfig, fit_size, resize_bilinear, resize_sample};
 use glassbox_data::{Sample, sample::normalize_u8};
 use ndarray::{Array2, Array3};
 use proptest::prelude::*;
@@ -40,8 +40,9 @@ proptest! {
 
     #[test]
     fn augmentation_keeps_rgb_depth_mask_and_labels_aligned(seed in 0u64..10_000, top in 0usize..70, left in 0usize..100) {
-        let augment = Augment { jitter: None, ..Augment::new(64, 64).unwrap() };
-        let out = augment.apply(&planted(top, left), &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
+        let config = AugmentConfig { jitter: None, ..AugmentConfig::standard() };
+        let augment = Augment::new(&config, (64, 64)).unwrap();
+        let out = augment.apply(&planted(top, left), &mut ChaCha8Rng::seed_from_u64(seed));
         prop_assert_eq!(out.rgb.dim(), (3, 64, 64));
         let labels = out.labels.as_ref().unwrap();
         // Depth and mask are resampled by the same nearest-neighbour map as the labels: exact.
@@ -64,8 +65,9 @@ proptest! {
     #[test]
     fn colour_jitter_changes_rgb_only(seed in 0u64..10_000) {
         let sample = planted(10, 10);
-        let augment = Augment { scale: (1.0, 1.0), hflip: false, ..Augment::new(96, 128).unwrap() };
-        let out = augment.apply(&sample, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
+        let config = AugmentConfig { crop_scale: Some([1.0, 1.0]), hflip: false, ..AugmentConfig::standard() };
+        let augment = Augment::new(&config, (96, 128)).unwrap();
+        let out = augment.apply(&sample, &mut ChaCha8Rng::seed_from_u64(seed));
         prop_assert_eq!(&out.depth, &sample.depth);
         prop_assert_eq!(&out.mask, &sample.mask);
         prop_assert_eq!(&out.labels, &sample.labels);
@@ -84,28 +86,38 @@ fn horizontal_flip_moves_the_marker_in_every_map() {
 }
 
 #[test]
-fn eval_resize_round_trip_recovers_the_marker_position() {
+fn evaluation_resize_and_map_back_recover_the_marker_position() {
     let sample = planted(30, 50);
-    let (input, letterbox) = EvalResize { long_side: 64 }.apply(&sample);
-    assert_eq!(input.rgb.dim(), (3, 64, 64));
-    assert_eq!(letterbox.resized, (48, 64));
-    assert!(
-        input
-            .labels
-            .as_ref()
-            .unwrap()
-            .row(60)
-            .iter()
-            .all(|&l| l == 0),
-        "padding is ignore"
+    let size = fit_size(sample.height(), sample.width(), 48, 16);
+    assert_eq!(size, (48, 64));
+    let input = resize_sample(&sample, size);
+    assert_eq!(input.rgb.dim(), (3, 48, 64));
+    // A "prediction" on the input grid (here its own depth) mapped back to the frame's size.
+    let back = resize_bilinear(input.depth.view().insert_axis(ndarray::Axis(0)), (96, 128));
+    assert!((back[[0, 40, 60]] - 5.0).abs() < 1e-5);
+    assert!((back[[0, 5, 5]] - 2.0).abs() < 1e-5);
+    assert_eq!(input.labels.as_ref().unwrap()[[20, 30]], MARKER);
+}
+
+#[test]
+fn augment_config_reads_from_toml_and_rejects_unknown_keys() {
+    let text = r#"
+        crop_scale = [0.5, 1.0]
+        hflip = true
+        jitter = { brightness = 0.1, contrast = 0.0, saturation = 0.3 }
+    "#;
+    let config: AugmentConfig = toml::from_str(text).unwrap();
+    assert_eq!(config.crop_scale, Some([0.5, 1.0]));
+    assert_eq!(config.jitter.unwrap().saturation, 0.3);
+    assert_eq!(
+        toml::from_str::<AugmentConfig>("").unwrap(),
+        AugmentConfig::none()
     );
-    assert!(!input.mask[[60, 3]]);
-    let labels_back = letterbox
-        .map_back_labels(input.labels.as_ref().unwrap().view())
-        .unwrap();
-    let depth_back = letterbox.map_back(input.depth.view()).unwrap();
-    assert_eq!(labels_back.dim(), (96, 128));
-    assert_eq!(labels_back[[40, 60]], MARKER);
-    assert!((depth_back[[40, 60]] - 5.0).abs() < 1e-5);
-    assert_eq!(labels_back[[5, 5]], 1);
+    let err = toml::from_str::<AugmentConfig>("hflp = true").unwrap_err();
+    assert!(err.to_string().contains("hflp"), "{err}");
+    let err = toml::from_str::<AugmentConfig>(
+        "jitter = { brightnes = 0.1, contrast = 0.0, saturation = 0.0 }",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("brightnes"), "{err}");
 }

@@ -3,8 +3,8 @@
 
 mod common;
 
-use glassbox_data::readers::{FileDataset, ReaderOptions, SevenScenesSplit};
-use glassbox_data::{Dataset, Sample};
+use glassbox_data::readers::{FileDataset, ReaderOptions};
+use glassbox_data::{Dataset, Sample, SourceConfig, Subset, split_last};
 use glassbox_metrics::Crop;
 
 fn depth_stats(s: &Sample) -> (f32, f32, f64) {
@@ -70,13 +70,7 @@ fn nyu_eigen_crop_masks_the_border() {
 #[test]
 fn kitti_samples_are_1242x375_sparse_and_within_85_m() {
     let root = common::real_data().join("kitti-samples");
-    let ds = FileDataset::kitti_dirs(
-        &root.join("rgb"),
-        &root.join("depth"),
-        None,
-        ReaderOptions::default(),
-    )
-    .unwrap();
+    let ds = FileDataset::kitti_dir(&root, ReaderOptions::default()).unwrap();
     assert_eq!(ds.len(), 3);
     for i in 0..ds.len() {
         let s = ds.get(i).unwrap();
@@ -100,10 +94,8 @@ fn kitti_samples_are_1242x375_sparse_and_within_85_m() {
 fn kitti_kb_crop_is_352x1216_and_garg_crop_masks_the_top() {
     let root = common::real_data().join("kitti-samples");
     let open = |crop| {
-        FileDataset::kitti_dirs(
-            &root.join("rgb"),
-            &root.join("depth"),
-            None,
+        FileDataset::kitti_dir(
+            &root,
             ReaderOptions {
                 crop,
                 skip_bad: false,
@@ -129,15 +121,20 @@ fn kitti_kb_crop_is_352x1216_and_garg_crop_masks_the_top() {
 }
 
 #[test]
-fn seven_scenes_splits_are_contiguous_blocks_of_500_and_100_frames_about_90_percent_valid() {
-    let dir = common::real_data().join("7scenes-redkitchen");
-    let split = SevenScenesSplit::default();
-    let train =
-        FileDataset::seven_scenes(&dir, split.train.clone(), ReaderOptions::default()).unwrap();
-    let val = FileDataset::seven_scenes(&dir, split.val.clone(), ReaderOptions::default()).unwrap();
+fn seven_scenes_source_finds_all_600_frames_and_the_last_100_are_a_contiguous_validation_block() {
+    let source = SourceConfig::SevenScenes {
+        root: common::real_data().join("7scenes-redkitchen"),
+        frames: None,
+    };
+    let all = source.open((64, 64), ReaderOptions::default()).unwrap();
+    assert_eq!(all.len(), 600);
+    let (train, val) = split_last(all.len(), 100);
+    let (train, val) = (
+        Subset::new(&all, train).unwrap(),
+        Subset::new(&all, val).unwrap(),
+    );
     assert_eq!((train.len(), val.len()), (500, 100));
-    assert!(train.entries()[499].rgb.ends_with("frame-000499.color.jpg"));
-    assert!(val.entries()[0].rgb.ends_with("frame-000500.color.jpg"));
+    assert_eq!(val.get(0).unwrap().name, "frame-000500.color");
     for s in [
         train.get(0).unwrap(),
         train.get(499).unwrap(),
@@ -156,18 +153,16 @@ fn seven_scenes_splits_are_contiguous_blocks_of_500_and_100_frames_about_90_perc
 }
 
 #[test]
-fn seven_scenes_range_past_the_sequence_fails_naming_the_frame_or_skips_with_skip_bad() {
+fn seven_scenes_frames_past_the_sequence_keep_the_frames_that_exist() {
     let dir = common::real_data().join("7scenes-redkitchen");
-    let err = FileDataset::seven_scenes(&dir, 598..602, ReaderOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("frame-000600"), "{err}");
-    let ds = FileDataset::seven_scenes(
-        &dir,
-        598..602,
-        ReaderOptions {
-            skip_bad: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!((ds.len(), ds.skipped().len()), (2, 2));
+    let ds = FileDataset::seven_scenes(&dir, Some(598..602), ReaderOptions::default()).unwrap();
+    assert_eq!(ds.len(), 2);
+    assert!(ds.entries()[1].rgb.ends_with("frame-000599.color.jpg"));
+    let none = SourceConfig::SevenScenes {
+        root: dir,
+        frames: Some([700, 800]),
+    };
+    let err = none.open((64, 64), ReaderOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("frames 700-799"), "{err}");
+    assert!(err.to_string().contains("frame-N.depth.png"), "{err}");
 }

@@ -94,12 +94,6 @@ fn kitti_layout_round_trips_depth_to_1_over_256_m_and_png_rgb_exactly() {
     .unwrap();
     assert!(read.entries()[0].labels.is_some());
     compare(&ds, &read, 0.5 / 256.0 + 1e-5, 0.0, 1e-3);
-    let by_dirs = FileDataset::kitti_dirs(
-        &dir.path().join("rgb"),
-        &dir.path().join("depth"),
-        Some(&dir.path().join("label")),
-        ReaderOptions::default(),
-    )
-    .unwrap();
+    let by_dirs = FileDataset::kitti_dir(dir.path(), ReaderOptions::default()).unwrap();
     compare(&ds, &by_dirs, 0.5 / 256.0 + 1e-5, 0.0, 1e-3);
 }

@@ -1,4 +1,4 @@
-//! Decoder configuration (DESIGN.md section 4): serde structs with the dpt-tiny, dpt-base and
+//! Decoder configuration (`docs/architecture.md`): serde structs with the dpt-tiny, dpt-base and
 //! dpt-large presets, so a run folder records exactly which decoder was trained.
 
 use serde::{Deserialize, Serialize};
@@ -22,9 +22,8 @@ pub enum Readout {
 
 /// Shape of the decoder: Reassemble (Read / Concatenate / Resample), neck convs and RefineNet fusion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DecoderConfig {
-    /// Token width D of the encoder.
-    pub hidden_size: i64,
     /// Channels C_i after the 1x1 projection of each stage (HF `neck_hidden_sizes`).
     pub reassemble_channels: [i64; NUM_STAGES],
     /// Spatial resampling factor of each stage relative to the patch grid: > 1 integer
@@ -44,7 +43,6 @@ impl DecoderConfig {
     /// dpt-tiny: the CPU workhorse on a vit-tiny encoder (D 192).
     pub fn tiny() -> Self {
         Self {
-            hidden_size: 192,
             reassemble_channels: [48, 96, 192, 384],
             reassemble_factors: [4.0, 2.0, 1.0, 0.5],
             fusion_channels: 64,
@@ -56,7 +54,6 @@ impl DecoderConfig {
     /// dpt-base on a vit-base encoder (D 768), as HF `Intel/dpt-base`-style configs.
     pub fn base() -> Self {
         Self {
-            hidden_size: 768,
             reassemble_channels: [96, 192, 384, 768],
             fusion_channels: 256,
             ..Self::tiny()
@@ -66,7 +63,6 @@ impl DecoderConfig {
     /// dpt-large on a vit-large encoder (D 1024), as HF `Intel/dpt-large`.
     pub fn large() -> Self {
         Self {
-            hidden_size: 1024,
             reassemble_channels: [256, 512, 1024, 1024],
             fusion_channels: 256,
             ..Self::tiny()
@@ -76,7 +72,6 @@ impl DecoderConfig {
     /// Checks every field, so that a bad config fails at construction with the field's name
     /// instead of deep inside a convolution.
     pub fn validate(&self) -> Result<()> {
-        positive("hidden_size", self.hidden_size)?;
         positive("fusion_channels", self.fusion_channels)?;
         for (i, &c) in self.reassemble_channels.iter().enumerate() {
             if c <= 0 {
@@ -146,18 +141,18 @@ mod tests {
     fn presets_match_the_design_table() {
         let t = DecoderConfig::tiny();
         assert_eq!(
-            (t.hidden_size, t.reassemble_channels, t.fusion_channels),
-            (192, [48, 96, 192, 384], 64)
+            (t.reassemble_channels, t.fusion_channels),
+            ([48, 96, 192, 384], 64)
         );
         let b = DecoderConfig::base();
         assert_eq!(
-            (b.hidden_size, b.reassemble_channels, b.fusion_channels),
-            (768, [96, 192, 384, 768], 256)
+            (b.reassemble_channels, b.fusion_channels),
+            ([96, 192, 384, 768], 256)
         );
         let l = DecoderConfig::large();
         assert_eq!(
-            (l.hidden_size, l.reassemble_channels, l.fusion_channels),
-            (1024, [256, 512, 1024, 1024], 256)
+            (l.reassemble_channels, l.fusion_channels),
+            ([256, 512, 1024, 1024], 256)
         );
         for cfg in [t, b, l] {
             assert_eq!(cfg.reassemble_factors, [4.0, 2.0, 1.0, 0.5]);

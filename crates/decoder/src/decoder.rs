@@ -1,4 +1,4 @@
-//! The DPT decoder neck (DESIGN.md section 4): four Reassemble stages, the neck convs (conv3x3
+//! The DPT decoder neck (`docs/architecture.md`): four Reassemble stages, the neck convs (conv3x3
 //! C_i -> F, no bias) and the RefineNet fusion stage, under the HF variable prefix `neck.`.
 
 use tch::{Tensor, nn, nn::Module};
@@ -12,6 +12,7 @@ use crate::reassemble::Reassemble;
 #[derive(Debug)]
 pub struct Decoder {
     cfg: DecoderConfig,
+    hidden_size: i64,
     reassemble: Vec<Reassemble>,
     convs: Vec<nn::Conv2D>,
     fusion: Vec<FusionLayer>,
@@ -20,8 +21,17 @@ pub struct Decoder {
 impl Decoder {
     /// Builds the decoder under `vs / "neck"`, where `vs` is the model root, so that variable names
     /// equal HF `DPTForDepthEstimation`'s (see the crate docs for the table).
-    pub fn new(vs: &nn::Path, cfg: &DecoderConfig) -> Result<Self> {
+    /// `hidden_size` is the encoder's token width D, which the decoder reads but does not own
+    /// (the model config states it once, in the encoder).
+    pub fn new(vs: &nn::Path, cfg: &DecoderConfig, hidden_size: i64) -> Result<Self> {
         cfg.validate()?;
+        if hidden_size <= 0 {
+            return Err(DecoderError::InvalidConfig {
+                field: "hidden_size",
+                value: hidden_size.to_string(),
+                expected: "a positive token width",
+            });
+        }
         let neck = vs / "neck";
         let stage_vs = &neck / "reassemble_stage";
         let mut reassemble = Vec::with_capacity(NUM_STAGES);
@@ -35,7 +45,7 @@ impl Decoder {
                 &stage_vs,
                 i,
                 cfg.readout,
-                cfg.hidden_size,
+                hidden_size,
                 c,
                 resampling,
             ));
@@ -61,6 +71,7 @@ impl Decoder {
         }
         Ok(Self {
             cfg: cfg.clone(),
+            hidden_size,
             reassemble,
             convs,
             fusion,
@@ -124,10 +135,10 @@ impl Decoder {
             let &[b, n, d] = shape.as_slice() else {
                 return Err(DecoderError::HookRank { hook, shape });
             };
-            if d != self.cfg.hidden_size {
+            if d != self.hidden_size {
                 return Err(DecoderError::HiddenSize {
                     hook,
-                    expected: self.cfg.hidden_size,
+                    expected: self.hidden_size,
                     got: d,
                     shape,
                 });
@@ -170,7 +181,6 @@ mod tests {
 
     fn small(readout: Readout) -> DecoderConfig {
         DecoderConfig {
-            hidden_size: D,
             reassemble_channels: [4, 8, 8, 8],
             reassemble_factors: [4.0, 2.0, 1.0, 0.5],
             fusion_channels: F,
@@ -191,7 +201,7 @@ mod tests {
     fn fusion_levels_double_from_the_deepest_for_every_readout() {
         for readout in READOUTS {
             let vs = VarStore::new(Device::Cpu);
-            let decoder = Decoder::new(&vs.root(), &small(readout)).unwrap();
+            let decoder = Decoder::new(&vs.root(), &small(readout), D).unwrap();
             let levels = decoder
                 .forward_levels(&hooks(2, (4, 6)), (4, 6), false)
                 .unwrap();
@@ -209,7 +219,7 @@ mod tests {
     #[test]
     fn non_square_odd_grid_gives_finite_features_and_full_resolution_depth() {
         let vs = VarStore::new(Device::Cpu);
-        let decoder = Decoder::new(&vs.root(), &small(Readout::Project)).unwrap();
+        let decoder = Decoder::new(&vs.root(), &small(Readout::Project), D).unwrap();
         let head = DepthHead::new(&vs.root(), F).unwrap();
         let levels = decoder
             .forward_levels(&hooks(1, (3, 5)), (3, 5), false)
@@ -230,7 +240,7 @@ mod tests {
         ) {
             tch::manual_seed(seed);
             let vs = VarStore::new(Device::Cpu);
-            let decoder = Decoder::new(&vs.root(), &small(READOUTS[readout])).unwrap();
+            let decoder = Decoder::new(&vs.root(), &small(READOUTS[readout]), D).unwrap();
             let head = DepthHead::new(&vs.root(), F).unwrap();
             let fused = decoder.forward(&hooks(b, (h, w)), (h, w), false).unwrap();
             let depth = head.forward(&fused, Some((16 * h, 16 * w))).unwrap();
@@ -263,7 +273,7 @@ mod tests {
         for readout in READOUTS {
             tch::manual_seed(3);
             let vs = VarStore::new(Device::Cpu);
-            let decoder = Decoder::new(&vs.root(), &small(readout)).unwrap();
+            let decoder = Decoder::new(&vs.root(), &small(readout), D).unwrap();
             let head = DepthHead::new(&vs.root(), F).unwrap();
             // The final ReLU must pass at init: tests share the global RNG in parallel, so the
             // seed alone does not fix the draw, and a head whose outputs are all clipped has zero
@@ -287,7 +297,7 @@ mod tests {
             fusion_batch_norm: true,
             ..small(Readout::Project)
         };
-        let decoder = Decoder::new(&vs.root(), &cfg).unwrap();
+        let decoder = Decoder::new(&vs.root(), &cfg, D).unwrap();
         let head = SegmentationHead::new(&vs.root(), F, &SegmentationHeadConfig::new(3)).unwrap();
         let levels = decoder
             .forward_levels(&hooks(2, (2, 2)), (2, 2), true)
@@ -304,7 +314,7 @@ mod tests {
     #[test]
     fn only_used_parameters_are_created() {
         let vs = VarStore::new(Device::Cpu);
-        let _ = Decoder::new(&vs.root(), &small(Readout::Ignore)).unwrap();
+        let _ = Decoder::new(&vs.root(), &small(Readout::Ignore), D).unwrap();
         let names: Vec<String> = vs.variables().into_keys().collect();
         assert!(names.iter().all(|n| n.starts_with("neck.")));
         assert!(
@@ -331,7 +341,7 @@ mod tests {
     fn tiny_preset_decodes_a_256_pixel_image_to_half_resolution() {
         let vs = VarStore::new(Device::Cpu);
         let cfg = DecoderConfig::tiny();
-        let decoder = Decoder::new(&vs.root(), &cfg).unwrap();
+        let decoder = Decoder::new(&vs.root(), &cfg, 192).unwrap();
         let hooks: Vec<Tensor> = (0..4)
             .map(|_| Tensor::randn([1, 257, 192], (Kind::Float, Device::Cpu)))
             .collect();
@@ -342,7 +352,7 @@ mod tests {
     #[test]
     fn wrong_inputs_give_typed_errors() {
         let vs = VarStore::new(Device::Cpu);
-        let decoder = Decoder::new(&vs.root(), &small(Readout::Project)).unwrap();
+        let decoder = Decoder::new(&vs.root(), &small(Readout::Project), D).unwrap();
         let good = hooks(2, (2, 3));
         let err = |hooks: &[Tensor], grid| decoder.forward(hooks, grid, false).unwrap_err();
 
@@ -412,7 +422,7 @@ mod tests {
             ..small(Readout::Add)
         };
         assert!(matches!(
-            Decoder::new(&vs.root(), &cfg).unwrap_err(),
+            Decoder::new(&vs.root(), &cfg, D).unwrap_err(),
             DecoderError::InvalidConfig {
                 field: "reassemble_factors",
                 ..

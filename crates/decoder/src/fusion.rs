@@ -1,4 +1,4 @@
-//! RefineNet-style feature fusion (DPT paper, section 3 "Fusion"; DESIGN.md section 4), mirroring HF
+//! RefineNet-style feature fusion (DPT paper, section 3 "Fusion"; `docs/architecture.md`), mirroring HF
 //! `DPTFeatureFusionStage`: layer j = 0 takes the deepest feature, each later layer adds one finer skip.
 //!
 //! FusionLayer: out = x; if skip: out = out + RCU1(skip); out = RCU2(out); bilinear x2

@@ -1,4 +1,4 @@
-//! Prediction heads on the fused features (DESIGN.md section 4), named as HF's so that checkpoints
+//! Prediction heads on the fused features (`docs/architecture.md`), named as HF's so that checkpoints
 //! load by name: the depth head (`head.head.{0,2,4}`, HF `DPTDepthEstimationHead`) and the
 //! segmentation head (`head.head.{0,1,4}`, HF `DPTSemanticSegmentationHead`) with its auxiliary head
 //! (`auxiliary_head.head.{0,1,4}`, HF `DPTAuxiliaryHead`).
@@ -86,6 +86,7 @@ impl DepthHead {
 
 /// Settings of the segmentation head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SegmentationHeadConfig {
     /// Number of classes K (HF `num_labels`).
     pub num_classes: i64,
@@ -96,7 +97,7 @@ pub struct SegmentationHeadConfig {
 }
 
 impl SegmentationHeadConfig {
-    /// DESIGN.md defaults: dropout 0.1 and an auxiliary head.
+    /// The DPT paper's defaults (`docs/architecture.md`): dropout 0.1 and an auxiliary head.
     pub fn new(num_classes: i64) -> Self {
         Self {
             num_classes,
@@ -227,7 +228,7 @@ impl SegmentationHead {
 
     /// `levels` are the decoder's fusion outputs (`Decoder::forward_levels`): the main head reads the
     /// last (finest) and ends with bilinear x2 (align_corners = true, as HF); the auxiliary head reads
-    /// the second-to-last (DESIGN.md; HF 4.57.1 feeds it the last level instead).
+    /// the second-to-last (`docs/architecture.md`; HF 4.57.1 feeds it the last level instead).
     pub fn forward(
         &self,
         levels: &[Tensor],

@@ -1,5 +1,5 @@
 //! glassbox-decoder: the decoder of the Dense Prediction Transformer (Ranftl et al., "Vision
-//! Transformers for Dense Prediction", ICCV 2021; DESIGN.md section 4).
+//! Transformers for Dense Prediction", ICCV 2021; `docs/architecture.md`).
 //!
 //! Hooked encoder tokens -> Reassemble (Read / Concatenate / Resample) -> neck convs -> RefineNet
 //! fusion ([`Decoder`]) -> a head ([`DepthHead`], or [`SegmentationHead`] with its
@@ -42,7 +42,7 @@
 //!
 //! - Odd grids make HF's fused maps larger than half the input; the heads take an optional image
 //!   size and then resize their output bilinearly (align_corners = false) to exactly B x H x W.
-//! - The auxiliary head reads the second-to-last fusion output (DESIGN.md and the DPT paper's
+//! - The auxiliary head reads the second-to-last fusion output (`docs/architecture.md` and the DPT paper's
 //!   segmentation setup); HF 4.57.1 feeds it `hidden_states[-1]`, the same level as the main head.
 //!   Its logits are resized (align_corners = false, as HF before its loss) to the main logits' size.
 

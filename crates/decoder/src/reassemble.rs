@@ -1,4 +1,4 @@
-//! Reassemble_s = Resample_s o Concatenate o Read (DPT paper, eq. 2-4; DESIGN.md section 4): turns one
+//! Reassemble_s = Resample_s o Concatenate o Read (DPT paper, eq. 2-4; `docs/architecture.md`): turns one
 //! hooked token sequence B x (1 + h*w) x D into an image-like map B x C_i x (f h) x (f w).
 //!
 //! Variable names mirror HF `DPTReassembleStage`: `readout_projects.{i}.0.*` (the Linear inside HF's

@@ -12,11 +12,12 @@ use glassbox_decoder::{Decoder, DecoderConfig, DepthHead, Readout};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 const MAX_RELATIVE_ERROR: f64 = 1e-4;
+/// Token width D of the reference script's encoder.
+const HIDDEN_SIZE: i64 = 64;
 
 /// The reference script's DPTConfig, in our terms.
 fn reference_config(readout: Readout) -> DecoderConfig {
     DecoderConfig {
-        hidden_size: 64,
         reassemble_channels: [16, 32, 64, 64],
         reassemble_factors: [4.0, 2.0, 1.0, 0.5],
         fusion_channels: 32,
@@ -85,7 +86,7 @@ fn assert_matches_reference(readout: Readout, grid: (i64, i64)) {
     let dir = run_reference(readout, grid);
     let cfg = reference_config(readout);
     let mut vs = VarStore::new(Device::Cpu);
-    let decoder = Decoder::new(&vs.root(), &cfg).unwrap();
+    let decoder = Decoder::new(&vs.root(), &cfg, HIDDEN_SIZE).unwrap();
     let head = DepthHead::new(&vs.root(), cfg.fusion_channels).unwrap();
     let report = load_safetensors(
         &mut vs,
@@ -169,7 +170,8 @@ fn odd_non_square_grid_matches_hf_skip_resizing() {
 fn project_checkpoint_into_ignore_decoder_lists_every_unexpected_projection() {
     let dir = run_reference(Readout::Project, (2, 2));
     let mut vs = VarStore::new(Device::Cpu);
-    let _decoder = Decoder::new(&vs.root(), &reference_config(Readout::Ignore)).unwrap();
+    let _decoder =
+        Decoder::new(&vs.root(), &reference_config(Readout::Ignore), HIDDEN_SIZE).unwrap();
     let _head = DepthHead::new(&vs.root(), 32).unwrap();
     let path: PathBuf = dir.path().join("model.safetensors");
     let err = load_safetensors(&mut vs, &path, hf_neck_and_head).unwrap_err();

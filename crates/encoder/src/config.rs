@@ -1,4 +1,4 @@
-//! The serde configuration of the ViT encoder and its named presets (DESIGN.md section 4).
+//! The serde configuration of the ViT encoder and its named presets (`docs/architecture.md`).
 
 use glassbox_attention::{AttentionConfig, AttentionKind};
 use serde::{Deserialize, Serialize};

@@ -1,8 +1,8 @@
-//! The ViT encoder of glassbox's DPT (DESIGN.md section 4): a plain ViT whose blocks use
+//! The ViT encoder of glassbox's DPT (`docs/architecture.md`): a plain ViT whose blocks use
 //! standard or SVDA attention from `glassbox-attention`, returning the hooked token maps the
 //! DPT decoder reassembles, and every block's attention maps when asked.
 //!
-//! ```no_run
+//! ``no_run
 //! use glassbox_encoder::{Encoder, VitConfig};
 //! use tch::{Device, Kind, Tensor, nn};
 //!
@@ -14,7 +14,7 @@
 //! assert_eq!(out.grid, (16, 20));
 //! assert_eq!(out.hooks[0].size(), [2, 1 + 16 * 20, 192]);
 //! # Ok(()) }
-//! ```
+//! ``
 //!
 //! Parameter names follow timm's `VisionTransformer`, so timm checkpoints load by name and HF
 //! DPT checkpoints through one rename table ([`checkpoint`]).

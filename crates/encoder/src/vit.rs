@@ -1,4 +1,4 @@
-//! The ViT backbone of DPT (DESIGN.md section 4; Dosovitskiy et al. 2021, Ranftl et al. 2021):
+//! The ViT backbone of DPT (`docs/architecture.md`; Dosovitskiy et al. 2021, Ranftl et al. 2021):
 //! patch embedding, a readout (class) token, learned position embeddings resized to the input
 //! grid, and pre-LN blocks x + Attn(LN(x)), x + MLP(LN(x)). It returns the hooked block outputs
 //! (before any final norm) as values, and the attention maps of every block when asked.

@@ -1,4 +1,4 @@
-//! Training losses for glassbox's dense-prediction models (DESIGN.md section 7).
+//! Training losses for glassbox's dense-prediction models (`docs/losses.md`).
 //!
 //! - [`MidasLoss`]: scale- and shift-invariant trimmed MAE plus multi-scale gradient matching, for
 //!   relative depth in disparity space (MiDaS).
@@ -14,11 +14,11 @@
 //!
 //! [`LossConfig`] is the serde (TOML) selection of one loss with its settings, e.g.
 //!
-//! ```toml
+//! ``toml
 //! [loss]
 //! kind = "midas"   # or "silog", "cross_entropy"
 //! alpha = 0.5      # omitted fields take the defaults
-//! ```
+//! ``
 //!
 //! Decisions where the design is silent are listed in each module's documentation: MiDaS's
 //! batch-based reduction, SILog's batch-pooled means, and the default ignore index 255.

@@ -1,5 +1,5 @@
 //! Metric depth from a relative (disparity) prediction: `depth = 1 / max(scale * x + shift,
-//! min_disparity)` (DESIGN.md section 7), for fine-tuning a MiDaS-style head on metric ground truth
+//! min_disparity)` (`docs/losses.md`), for fine-tuning a MiDaS-style head on metric ground truth
 //! or evaluating it in metres.
 //!
 //! "Clamped to a positive minimum" is applied to the disparity `scale * x + shift`, not to the

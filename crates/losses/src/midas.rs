@@ -1,6 +1,6 @@
 //! The MiDaS objective: scale- and shift-invariant trimmed MAE plus multi-scale gradient matching
 //! (Ranftl et al., "Towards Robust Monocular Depth Estimation: Mixing Datasets for Zero-shot
-//! Cross-dataset Transfer", TPAMI 2022, eqs. 6-7 and 11; DESIGN.md section 7).
+//! Cross-dataset Transfer", TPAMI 2022, eqs. 6-7 and 11; `docs/losses.md`).
 //!
 //! Per image, on its `M` valid pixels and in disparity space:
 //! `t = median(d)`, `s = mean |d - t|`, `d^ = (d - t) / s` (same for the target `d^*`);
@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::input::{DenseInputs, count, zero_with_grad};
+use crate::input::{DenseInputs, zero_with_grad};
 use crate::{DepthLoss, LossError};
 
 /// Lower bound on the per-image scale `s = mean |d - t|`: a constant disparity map would otherwise
@@ -139,56 +139,75 @@ struct Aligned {
 }
 
 impl Aligned {
+    /// Aligns the whole batch at once: medians with NaN standing for masked pixels
+    /// (`nanmedian` returns the lower middle value, as `median` of the valid pixels does), mean
+    /// absolute deviations from masked sums. No per-image loop: one kernel per operation for
+    /// the batch, which is most of the loss's cost at training sizes.
     fn new(inputs: &DenseInputs) -> Self {
         let (pred, target) = inputs.cleaned(0.0);
-        let batch = pred.size()[0];
-        let mut residuals = Vec::with_capacity(batch as usize);
-        let mut counts = Vec::with_capacity(batch as usize);
-        for i in 0..batch {
-            let mask = inputs.mask.get(i);
-            let valid = count(&mask);
-            counts.push(valid);
-            let (p, t) = (pred.get(i), target.get(i));
-            residuals.push(if valid == 0 {
-                p * 0.0
-            } else {
-                normalise(&p, &mask) - normalise(&t, &mask)
-            });
-        }
-        let residual = if batch == 0 {
-            pred.shallow_clone()
-        } else {
-            Tensor::stack(&residuals, 0)
-        };
+        let mask = inputs.mask.shallow_clone();
+        let counts = per_image_counts(&mask);
+        let valid = Tensor::from_slice(&counts)
+            .to_device(pred.device())
+            .to_kind(pred.kind());
+        let residual = normalise(&pred, &mask, &valid) - normalise(&target, &mask, &valid);
         Self {
             residual,
-            mask: inputs.mask.shallow_clone(),
+            mask,
             counts,
         }
     }
 
-    /// Batch-based trimmed MAE: sum of each image's kept residuals over `2 * sum M`.
+    /// Batch-based trimmed MAE: sum of each image's kept residuals (the smallest
+    /// `kept_count(valid)`) over `2 * sum M`.
     fn trimmed_mae(&self, trim: f64) -> Tensor {
-        let total = (0..self.counts.len() as i64)
-            .filter(|&i| self.counts[i as usize] > 0)
-            .map(|i| {
-                let abs = self.residual.get(i).masked_select(&self.mask.get(i)).abs();
-                trimmed_sum(&abs, trim)
-            })
-            .fold(zero_with_grad(&self.residual), |acc, image| acc + image);
+        let b = self.counts.len() as i64;
+        let abs = self
+            .residual
+            .abs()
+            .where_scalarother(&self.mask, f64::INFINITY)
+            .reshape([b, -1]);
+        let (sorted, _) = abs.sort(1, false);
+        let kept: Vec<i64> = self.counts.iter().map(|&n| kept_count(n, trim)).collect();
+        let kept = Tensor::from_slice(&kept).to_device(sorted.device());
+        let n = sorted.size()[1];
+        let rank = Tensor::arange(n, (tch::Kind::Int64, sorted.device()));
+        let keep = rank.unsqueeze(0).lt_tensor(&kept.unsqueeze(1));
+        let total = sorted
+            .where_scalarother(&keep, 0.0)
+            .sum(self.residual.kind());
         total / (2 * self.counts.iter().sum::<i64>()) as f64
     }
 }
 
-/// `(x - median) / max(mean |x - median|, eps)` over the valid pixels, zero elsewhere.
-fn normalise(x: &Tensor, mask: &Tensor) -> Tensor {
-    let valid = x.masked_select(mask);
-    let shift = valid.median();
-    let scale = (&valid - &shift)
-        .abs()
-        .mean(valid.kind())
-        .clamp_min(SCALE_EPS);
-    ((x - shift) / scale).where_scalarother(mask, 0.0)
+/// Valid pixels of each image of a `B x H x W` mask (one read-back for the batch).
+fn per_image_counts(mask: &Tensor) -> Vec<i64> {
+    let b = mask.size()[0];
+    let sums = mask
+        .reshape([b, -1])
+        .sum_dim_intlist([1].as_slice(), false, tch::Kind::Int64)
+        .to_device(tch::Device::Cpu);
+    Vec::<i64>::try_from(&sums).expect("an int64 vector")
+}
+
+/// `(x - median) / max(mean |x - median|, eps)` per image over its valid pixels, zero elsewhere
+/// (and zero for an image without valid pixels). `valid` holds the per-image counts.
+fn normalise(x: &Tensor, mask: &Tensor, valid: &Tensor) -> Tensor {
+    let b = x.size()[0];
+    let flat = x.reshape([b, -1]);
+    let m = mask.reshape([b, -1]);
+    let (median, _) = flat.where_scalarother(&m, f64::NAN).nanmedian_dim(1, true);
+    let shift = median.nan_to_num(0.0, None, None);
+    let centred = &flat - &shift;
+    let deviation =
+        centred
+            .abs()
+            .where_scalarother(&m, 0.0)
+            .sum_dim_intlist([1].as_slice(), true, x.kind())
+            / valid.clamp_min(1.0).unsqueeze(1);
+    (centred / deviation.clamp_min(SCALE_EPS))
+        .where_scalarother(&m, 0.0)
+        .reshape(x.size())
 }
 
 /// How many of `valid` residuals survive trimming: `floor((1 - trim) * valid)`, with a tolerance
@@ -197,7 +216,9 @@ pub(crate) fn kept_count(valid: i64, trim: f64) -> i64 {
     (((1.0 - trim) * valid as f64 + 1e-9).floor() as i64).clamp(0, valid)
 }
 
-/// Sum of the smallest `kept_count` entries of the 1-D tensor `residuals`.
+/// Sum of the smallest `kept_count` entries of the 1-D tensor `residuals` (the definition the
+/// batched [`Aligned::trimmed_mae`] is tested against).
+#[cfg(test)]
 pub(crate) fn trimmed_sum(residuals: &Tensor, trim: f64) -> Tensor {
     let kept = kept_count(residuals.size()[0], trim);
     let (sorted, _) = residuals.sort(0, false);
@@ -205,14 +226,16 @@ pub(crate) fn trimmed_sum(residuals: &Tensor, trim: f64) -> Tensor {
 }
 
 /// Multi-scale gradient matching of `residual` (zero on masked pixels), batch-based reduction.
+/// A scale without valid pixels has no valid pair either and adds zero; dividing by the count
+/// floored at 1 says so without reading the count back to the host.
 pub(crate) fn gradient_matching(residual: &Tensor, mask: &Tensor, scales: usize) -> Tensor {
     (0..scales)
-        .filter_map(|k| {
+        .map(|k| {
             let step = 1i64 << k;
             let r = residual.slice(1, 0, None, step).slice(2, 0, None, step);
             let m = mask.slice(1, 0, None, step).slice(2, 0, None, step);
-            let valid = count(&m);
-            (valid > 0).then(|| neighbour_differences(&r, &m) / valid as f64)
+            let valid = m.sum(residual.kind()).clamp_min(1.0);
+            neighbour_differences(&r, &m) / valid
         })
         .fold(zero_with_grad(residual), |acc, scale| acc + scale)
 }

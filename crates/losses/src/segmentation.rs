@@ -1,5 +1,5 @@
 //! Pixel-wise cross-entropy for semantic segmentation with an ignore index and an auxiliary head
-//! (DESIGN.md section 7; the auxiliary weight 0.2 follows DPT's segmentation recipe):
+//! (`docs/losses.md`; the auxiliary weight 0.2 follows DPT's segmentation recipe):
 //! `L = CE(main) + aux_weight * CE(aux)`, each the mean over the pixels that are not ignored.
 //!
 //! Choices where the design is silent:

@@ -1,5 +1,5 @@
 //! Scale-invariant logarithmic loss for metric depth (Eigen et al., NeurIPS 2014, eq. 4, in the
-//! square-root form used by BTS/AdaBins; DESIGN.md section 7):
+//! square-root form used by BTS/AdaBins; `docs/losses.md`):
 //! `e = log y^ - log y` on valid pixels, `L = 10 * sqrt(mean e^2 - lambda * (mean e)^2)`.
 //!
 //! Choices where the design is silent:

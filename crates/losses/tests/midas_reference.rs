@@ -28,7 +28,7 @@ fn normalise(x: &[f64], valid: &[bool]) -> Vec<f64> {
         .collect()
 }
 
-/// (trimmed term, gradient term) for one batch, transcribed from DESIGN.md section 7.
+/// (trimmed term, gradient term) for one batch, transcribed from `docs/losses.md`.
 fn reference(pred: &[f64], target: &[f64], valid: &[bool], trim: f64, scales: usize) -> (f64, f64) {
     let n = H * W;
     let mut residual = vec![0.0; B * n];

@@ -1,5 +1,5 @@
 //! Dataset-level depth metrics: the mean of per-image metrics (the convention of the BTS /
-//! AdaBins / DPT eval scripts, DESIGN.md section 8), fed image by image from an eval loop or
+//! AdaBins / DPT eval scripts, `docs/metrics.md`), fed image by image from an eval loop or
 //! computed for many images at once with rayon.
 
 use ndarray::ArrayView2;

@@ -1,5 +1,5 @@
 //! Per-image alignment of relative predictions to metric ground truth before the depth metrics
-//! (DESIGN.md section 8), as in the zero-shot protocols of MiDaS (Ranftl et al., TPAMI 2022,
+//! (`docs/metrics.md`), as in the zero-shot protocols of MiDaS (Ranftl et al., TPAMI 2022,
 //! eq. 4: least-squares scale and shift, here in depth or in disparity space) and of monocular
 //! self-supervised work (median scaling, Zhou et al. 2017).
 //!

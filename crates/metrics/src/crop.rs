@@ -1,4 +1,4 @@
-//! Evaluation crops of the depth benchmarks (DESIGN.md section 8): Eigen (NYU), Garg (KITTI) and
+//! Evaluation crops of the depth benchmarks (`docs/metrics.md`): Eigen (NYU), Garg (KITTI) and
 //! the KB crop (KITTI benchmark, 352x1216), with the exact integer rounding of the BTS / AdaBins
 //! evaluation scripts so that our numbers are comparable with published tables.
 //!

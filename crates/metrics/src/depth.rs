@@ -1,4 +1,4 @@
-//! Per-image monocular depth metrics of DESIGN.md section 8, following the BTS / AdaBins
+//! Per-image monocular depth metrics of `docs/metrics.md`, following the BTS / AdaBins
 //! `compute_errors` (Eigen et al. 2014 for AbsRel, SqRel, RMSE, RMSElog, log10 and the
 //! `delta < 1.25^k` accuracies; SILog = `100 * sqrt(mean e^2 - (mean e)^2)`, `e = ln pred - ln gt`).
 //!

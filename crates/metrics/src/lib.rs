@@ -1,4 +1,4 @@
-//! Evaluation metrics for glassbox's dense predictions (DESIGN.md section 8), on `ndarray` views
+//! Evaluation metrics for glassbox's dense predictions (`docs/metrics.md`), on `ndarray` views
 //! so they run without libtorch.
 //!
 //! - Depth: AbsRel, SqRel, RMSE, RMSElog, log10, SILog and δ1..δ3 per image ([`depth_metrics`]),
@@ -24,7 +24,7 @@
 //! - A batch that contains a failing image fails as a whole ([`MetricsError::InImage`] names the
 //!   first one); an eval loop that prefers to skip such images calls [`depth_metrics`] itself.
 //!
-//! ```
+//! ``
 //! use glassbox_metrics::{
 //!     Alignment, DepthAccumulator, DepthEvalConfig, SegmentationAccumulator, depth_metrics,
 //! };
@@ -50,7 +50,7 @@
 //! assert_eq!(seg.pixel_accuracy()?, 2.0 / 3.0);
 //! assert_eq!(seg.iou(), vec![Some(0.5), Some(0.5)]);
 //! # Ok::<(), glassbox_metrics::MetricsError>(())
-//! ```
+//! ``
 
 mod accumulate;
 mod align;

@@ -1,4 +1,4 @@
-//! Semantic segmentation metrics of DESIGN.md section 8 from a confusion matrix accumulated over
+//! Semantic segmentation metrics of `docs/metrics.md` from a confusion matrix accumulated over
 //! a dataset (the mmsegmentation / ADE20K convention: IoU_c = TP / (TP + FP + FN) summed over all
 //! images, not averaged per image), with an ignore index that removes pixels from every count.
 //!

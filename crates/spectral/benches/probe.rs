@@ -1,4 +1,4 @@
-//! Cost of one spectral probe of dpt-base on CPU (DESIGN.md section 9 requires under 2 s):
+//! Cost of one spectral probe of dpt-base on CPU (`docs/spectral.md` requires under 2 s):
 //! 12 layers x 12 heads, N = 577 tokens (24 x 24 patches + readout), d = 64, four input-noise
 //! maps per head, and for SVDA four sigma-noise maps as well.
 //! Run: `cargo bench -p glassbox-spectral --bench probe`.

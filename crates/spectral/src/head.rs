@@ -1,4 +1,4 @@
-//! One attention head in, all six indicators of DESIGN.md section 9 out. The model extracts the
+//! One attention head in, all six indicators of `docs/spectral.md` out. The model extracts the
 //! tensors (explicit attention path, section 3); this module only reads them.
 
 use ndarray::{ArrayView1, ArrayView2};
@@ -192,7 +192,7 @@ pub enum Indicator {
 }
 
 impl Indicator {
-    /// All values in the order of DESIGN.md section 9.
+    /// All values in the order of `docs/spectral.md`.
     pub const ALL: [Indicator; 8] = [
         Indicator::SpectralEntropy,
         Indicator::EffectiveRank,

@@ -1,4 +1,4 @@
-//! The six spectral indicators of attention heads (DESIGN.md section 9), computed from the tensors
+//! The six spectral indicators of attention heads (`docs/spectral.md`), computed from the tensors
 //! the explicit attention path exposes (A, and for SVDA sigma, Q^, K^), without libtorch:
 //!
 //! 1. spectral entropy of sigma ([`spectral_entropy`]),

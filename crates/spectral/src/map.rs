@@ -1,4 +1,4 @@
-//! Indicators 4, 5 and 6 of DESIGN.md section 9, read off attention maps A (M queries x N keys,
+//! Indicators 4, 5 and 6 of `docs/spectral.md`, read off attention maps A (M queries x N keys,
 //! rows are softmax distributions; M = N except under sparse token updates):
 //! angular alignment mean_i sum_j A_ij cos(q_i, k_j), selectivity mean_i 1 - H(A_i) / ln N, and
 //! perturbation robustness 1 - ||A' - A||_F / ||A||_F averaged over perturbed maps A'.

@@ -1,4 +1,4 @@
-//! Figures of the spectral logs (DESIGN.md sections 9 and 11), each written as SVG and PNG:
+//! Figures of the spectral logs (`docs/spectral.md`, `docs/training.md`), each written as SVG and PNG:
 //! indicators over training steps (one line per layer), depth profiles of several runs side by
 //! side (one panel per indicator), SVDA sigma spectra (sorted |sigma|, one line per head), and
 //! bar comparisons across the variants of an ablation (the project's one figure engine).
@@ -244,7 +244,7 @@ fn categorical(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
-/// The indicators a set of records has values for, in DESIGN order.
+/// The indicators a set of records has values for, in the order of `docs/spectral.md`.
 fn present(records: &[&SpectralRecord]) -> Vec<Indicator> {
     Indicator::ALL
         .into_iter()
@@ -264,17 +264,25 @@ pub fn indicators_over_steps(
     stem: &Path,
 ) -> Result<Vec<PathBuf>> {
     let refs: Vec<&SpectralRecord> = records.iter().collect();
-    let layers = records.iter().map(|r| r.layers.len()).max().unwrap_or(0);
+    // The layer numbers the records carry (1-based from the trainer's probe), in depth order.
+    let mut layers: Vec<usize> = records
+        .iter()
+        .flat_map(|r| r.layers.iter().map(|l| l.layer))
+        .collect();
+    layers.sort_unstable();
+    layers.dedup();
     let panels = present(&refs)
         .into_iter()
         .map(|indicator| Panel {
             title: format!("{title}: {}", indicator.name()),
             x_desc: "step".into(),
             y_desc: indicator.name().into(),
-            lines: (0..layers)
-                .map(|l| Line {
+            lines: layers
+                .iter()
+                .enumerate()
+                .map(|(k, &l)| Line {
                     label: format!("layer {l}"),
-                    color: ramp(l, layers),
+                    color: ramp(k, layers.len()),
                     points: records
                         .iter()
                         .filter_map(|r| {
@@ -340,7 +348,7 @@ pub fn sigma_spectra(title: &str, spectra: &SigmaSpectra, stem: &Path) -> Result
         .iter()
         .enumerate()
         .map(|(l, heads)| Panel {
-            title: format!("{title}: layer {l}, step {}", spectra.step),
+            title: format!("{title}: layer {}, step {}", l + 1, spectra.step),
             x_desc: "rank k".into(),
             y_desc: "|sigma_k|".into(),
             lines: (0..heads.len())

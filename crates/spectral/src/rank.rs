@@ -1,4 +1,4 @@
-//! Indicator 2 of DESIGN.md section 9: the effective rank erank(S) = exp(-sum_i q_i ln q_i),
+//! Indicator 2 of `docs/spectral.md`: the effective rank erank(S) = exp(-sum_i q_i ln q_i),
 //! q_i = s_i / sum_j s_j, of the singular values s of the score matrix S = Q^ Sigma K^T (SVDA) or
 //! S = Q K^T / sqrt(d) (standard attention). S is M x N but has rank <= d, so its spectrum comes
 //! from thin QRs Q = U_q R_q, K = U_k R_k: S = U_q (R_q Sigma R_k^T) U_k^T and U_q, U_k have

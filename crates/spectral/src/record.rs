@@ -1,5 +1,5 @@
 //! Model-level bookkeeping: all heads of all layers computed in parallel, one [`SpectralRecord`]
-//! per probe step written as one line of `spectral.jsonl` (DESIGN.md sections 9 and 11), and the
+//! per probe step written as one line of `spectral.jsonl` (`docs/spectral.md`, `docs/training.md`), and the
 //! depth-wise profile (per-layer mean over heads) that the report plots.
 
 use std::io::Write;
@@ -14,6 +14,7 @@ use crate::real::Real;
 /// The heads of one layer and their mean, so a depth plot needs no recomputation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerIndicators {
+    /// Layer number, 1-based in the trainer's logs (as hooks and `--attention-layer`).
     pub layer: usize,
     pub heads: Vec<HeadIndicators>,
     pub mean: Indicators,

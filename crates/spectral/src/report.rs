@@ -1,4 +1,4 @@
-//! The spectral report of one or more runs (DESIGN.md sections 9 and 11): reads each run
+//! The spectral report of one or more runs (`docs/spectral.md`, `docs/training.md`): reads each run
 //! folder's `spectral.jsonl`, `sigma.jsonl` and `attention/` overlays and writes all figures of
 //! [`crate::plot`] plus one `index.html` that shows them with a per-layer table of the last probe.
 //!
@@ -146,7 +146,7 @@ pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
             let _ = writeln!(
                 html,
                 "<h3>Attention of three query patches (white frame), mean over heads; input \
-                 on the left, then layers 0 to L-1 ({})</h3>\n<img src=\"{label}/attention.png\" style=\"max-width:100%\">",
+                 on the left, then layers 1 to L ({})</h3>\n<img src=\"{label}/attention.png\" style=\"max-width:100%\">",
                 escape(&src.file_name().unwrap_or_default().to_string_lossy())
             );
             figures.push(dst);
@@ -163,7 +163,7 @@ pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
     let page = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>glassbox spectral report</title>\
          <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{border:1px solid #ddd}}</style>\
-         </head><body>\n<h1>Spectral indicators (DESIGN.md section 9)</h1>\n\
+         </head><body>\n<h1>Spectral indicators (`docs/spectral.md`)</h1>\n\
          <p>Definitions and how to read them: <code>docs/spectral.md</code>.</p>\n{html}</body></html>\n"
     );
     std::fs::write(&index, page).map_err(|source| SpectralError::File {

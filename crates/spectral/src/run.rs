@@ -1,4 +1,4 @@
-//! What a training run leaves for the spectral report (DESIGN.md sections 9 and 11): the file
+//! What a training run leaves for the spectral report (`docs/spectral.md`, `docs/training.md`): the file
 //! names inside `runs/<name>/`, the sigma spectra log ([`SigmaSpectra`], one JSON line per probe
 //! in `sigma.jsonl`) and readers for both logs. Writers (the trainer's probe) and readers (the
 //! report) share these names so the two cannot drift apart.

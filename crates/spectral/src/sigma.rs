@@ -1,4 +1,4 @@
-//! Indicators 1 and 3 of DESIGN.md section 9, read off the learnt SVDA spectrum sigma (length d):
+//! Indicators 1 and 3 of `docs/spectral.md`, read off the learnt SVDA spectrum sigma (length d):
 //! spectral entropy H = -sum_k p_k ln p_k / ln d with p_k = |sigma_k| / sum_j |sigma_j|, Hoyer
 //! sparsity (sqrt(d) - ||sigma||_1 / ||sigma||_2) / (sqrt(d) - 1), and the share of
 //! |sigma_k| < 0.1 max|sigma|.

@@ -23,7 +23,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
-use glassbox_trainer::{Dpt, DptConfig};
+use glassbox_dpt::{Dpt, DptConfig};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -105,7 +105,8 @@ fn bench(c: &mut Criterion) {
         group.bench_function("inference", |b| {
             b.iter_custom(|iters| {
                 timed(clock, iters, || {
-                    let _depth = tch::no_grad(|| dpt.depth_t(&images, false).expect("valid input"));
+                    let _depth =
+                        tch::no_grad(|| dpt.disparity_t(&images, false).expect("valid input"));
                 })
             })
         });
@@ -131,7 +132,7 @@ fn bench(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     timed(clock, iters, || {
                         let loss = dpt
-                            .depth_t(&images, true)
+                            .disparity_t(&images, true)
                             .expect("valid input")
                             .mean(Kind::Float);
                         opt.zero_grad();

@@ -98,10 +98,10 @@ fn main() {
         warmup,
         samples,
     } = clap::Parser::parse();
-    let (cfg, side) = if model == "dpt-tiny" {
-        (DecoderConfig::tiny(), 256)
+    let (cfg, d, side) = if model == "dpt-tiny" {
+        (DecoderConfig::tiny(), 192, 256)
     } else {
-        (DecoderConfig::base(), 384)
+        (DecoderConfig::base(), 768, 384)
     };
     let threads: i32 = std::env::var("GLASSBOX_BENCH_THREADS")
         .map(|v| v.parse().expect("GLASSBOX_BENCH_THREADS"))
@@ -110,10 +110,10 @@ fn main() {
     tch::manual_seed(0);
 
     let vs = nn::VarStore::new(Device::Cpu);
-    let decoder = Decoder::new(&vs.root(), &cfg).expect("valid preset");
+    let decoder = Decoder::new(&vs.root(), &cfg, d).expect("valid preset");
     let head = DepthHead::new(&vs.root(), cfg.fusion_channels).expect("valid preset");
     let wt = Weights(vs.variables());
-    let (d, g) = (cfg.hidden_size, side / 16);
+    let g = side / 16;
     let hooks: Vec<Tensor> = (0..4)
         .map(|_| Tensor::randn([b, 1 + g * g, d], (Kind::Float, Device::Cpu)))
         .collect();

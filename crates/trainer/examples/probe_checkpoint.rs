@@ -1,19 +1,20 @@
-//! Probes a saved run after the fact: the spectral indicators (DESIGN.md section 9) of a freshly
+//! Probes a saved run after the fact: the spectral indicators (`docs/spectral.md`) of a freshly
 //! initialised model of the run's configuration (step 0) and of a checkpoint (its recorded step),
 //! on the run's first two validation images, written as a run folder for `glassbox report`:
 //!
-//! ```text
+//! ``text
 //! cargo run --release -p glassbox-trainer --example probe_checkpoint -- runs/NAME/last.safetensors OUT_DIR
-//! ```
+//! ``
 //! For runs trained before the probe was part of the training loop (`spectral_every`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use glassbox_trainer::Dpt;
-use glassbox_trainer::data::{self, Split};
+use glassbox_dpt::Dpt;
+use glassbox_trainer::data;
 use glassbox_trainer::predict::load_checkpoint;
 use glassbox_trainer::probe::{Probe, ProbeOptions};
+use glassbox_trainer::tensor::TensorBatch;
 use tch::{Device, nn};
 
 fn main() -> anyhow::Result<()> {
@@ -31,12 +32,17 @@ fn main() -> anyhow::Result<()> {
         .as_u64()
         .with_context(|| format!("no step in the record beside {}", checkpoint.display()))?;
 
-    let val = data::load_split(&loaded.config.data, loaded.config.seed, Split::Val)?;
+    let run_data = data::open(&loaded.config)?;
+    let first = run_data
+        .val
+        .eval_batches()
+        .next()
+        .context("the validation split is empty")??;
     let options = ProbeOptions {
         seed: loaded.config.seed,
         ..ProbeOptions::default()
     };
-    let probe = Probe::new(val.chunk(0, val.len().min(2), device).rgb, options)?;
+    let probe = Probe::new(TensorBatch::new(&first, device).first(2).rgb, options)?;
 
     tch::manual_seed(loaded.config.seed as i64);
     let vs = nn::VarStore::new(device);

@@ -1,16 +1,16 @@
 //! Measures one spectral probe of dpt-base (random initialisation, one 384 x 384 image, N = 577)
-//! on the CPU, split into the model's forward passes and the indicator computation (DESIGN.md
-//! section 9 asks for the indicators to cost under 2 s):
+//! on the CPU, split into the model's forward passes and the indicator computation (the indicators
+//! should cost under 2 s, `docs/spectral.md`):
 //!
-//! ```text
+//! ``text
 //! cargo run --release -p glassbox-trainer --example probe_cost [standard|svda ...]
-//! ```
+//! ``
 
 use std::time::Instant;
 
 use glassbox_attention::AttentionKind;
+use glassbox_dpt::{Dpt, DptConfig};
 use glassbox_trainer::probe::{Probe, ProbeOptions};
-use glassbox_trainer::{Dpt, DptConfig};
 use tch::{Device, Kind, Tensor, nn};
 
 fn main() -> anyhow::Result<()> {

@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use glassbox_trainer::{Dpt, DptConfig};
+use glassbox_dpt::{Dpt, DptConfig};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -110,7 +110,7 @@ fn main() {
         let all = Instant::now();
         let start = Instant::now();
         let out: Vec<Tensor> = if part == "dpt" {
-            vec![dpt.depth_t(&images, true).expect("valid input")]
+            vec![dpt.disparity_t(&images, true).expect("valid input")]
         } else {
             dpt.encoder()
                 .forward_t(&images, true)

@@ -1,4 +1,4 @@
-//! Checkpoints (DESIGN.md section 11): model weights as safetensors, the optimiser moments as a
+//! Checkpoints (`docs/training.md`): model weights as safetensors, the optimiser moments as a
 //! second safetensors file, and a small JSON record (step, seed, loss, best AbsRel, train time, file checksums; the step and seed fix the data position).
 //!
 //! Every file is written atomically: to `<file>.tmp`, fsync, rename over the old file, fsync the
@@ -7,22 +7,18 @@
 //! renames) and refuses it with a message, instead of resuming from garbage. A refused checkpoint
 //! is never written over by the loader.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn};
 
+use crate::fs::{FileError, file_error, tmp_path, write_atomic};
+
 /// Everything that can go wrong reading or writing a checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot {action} {path}: {message}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        message: String,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error(
         "checkpoint {path} is corrupted or truncated: checksum {found:016x}, the record says \
          {expected:016x}; refusing to load it (the file was left as it is)"
@@ -103,39 +99,6 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     hash
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
-    let path = path.to_path_buf();
-    move |e| CheckpointError::Io {
-        action,
-        path,
-        message: e.to_string(),
-    }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of the folder).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let tmp = tmp_path(path);
-    {
-        let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        file.write_all(bytes).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("fsync", &tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io_err("rename into", path))?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = File::open(dir)
-    {
-        // Persisting the rename; some filesystems refuse fsync on folders, which is harmless.
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Serialises named tensors to safetensors bytes (through a temp file: tch writes to paths).
 fn safetensors_bytes(
     tensors: &[(String, Tensor)],
@@ -147,13 +110,9 @@ fn safetensors_bytes(
         .collect();
     let refs: Vec<(&str, &Tensor)> = contiguous.iter().map(|(n, t)| (*n, t)).collect();
     let tmp = tmp_path(scratch);
-    Tensor::write_safetensors(&refs, &tmp).map_err(|e| CheckpointError::Io {
-        action: "write",
-        path: tmp.clone(),
-        message: e.to_string(),
-    })?;
-    let bytes = std::fs::read(&tmp).map_err(io_err("read back", &tmp))?;
-    std::fs::remove_file(&tmp).map_err(io_err("remove", &tmp))?;
+    Tensor::write_safetensors(&refs, &tmp).map_err(|e| FileError::new("write", &tmp, e))?;
+    let bytes = std::fs::read(&tmp).map_err(file_error("read back", &tmp))?;
+    std::fs::remove_file(&tmp).map_err(file_error("remove", &tmp))?;
     Ok(bytes)
 }
 
@@ -202,7 +161,7 @@ pub fn save(
 
 /// Reads a checkpoint's record.
 pub fn read_state(paths: &CheckpointPaths) -> Result<TrainState, CheckpointError> {
-    let bytes = std::fs::read(&paths.record).map_err(io_err("read", &paths.record))?;
+    let bytes = std::fs::read(&paths.record).map_err(file_error("read", &paths.record))?;
     serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Parse {
         path: paths.record.clone(),
         message: e.to_string(),
@@ -211,7 +170,7 @@ pub fn read_state(paths: &CheckpointPaths) -> Result<TrainState, CheckpointError
 
 /// Reads a tensor file after checking its checksum against the record.
 fn read_checked(path: &Path, expected: u64) -> Result<Vec<(String, Tensor)>, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(io_err("read", path))?;
+    let bytes = std::fs::read(path).map_err(file_error("read", path))?;
     let found = fnv1a64(&bytes);
     if found != expected {
         return Err(CheckpointError::Checksum {

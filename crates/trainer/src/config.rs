@@ -1,4 +1,4 @@
-//! Run configuration (DESIGN.md section 11): one serde struct, named presets in code, a TOML file
+//! Run configuration (`docs/training.md`): one serde struct, named presets in code, a TOML file
 //! that overrides a preset, and command-line overrides on top. The resolved configuration is
 //! written to `runs/<name>/config.toml`, so `eval` and `predict` can rebuild the model of any
 //! checkpoint from its run folder.
@@ -7,19 +7,22 @@
 //! - `default`: dpt-tiny on synthetic indoor scenes at 64 x 64, 600 steps, sized to finish on a
 //!   2-core CPU in about four minutes;
 //! - `sevenscenes`: dpt-tiny on 7-Scenes redkitchen (frames 0-499 train, 500-599 validation);
-//! - `test`: a 4-layer, D 32 model at 64 x 64 for the crate's tests.
+//! - `test`: the dpt-test model (4 layers, D 32) at 64 x 64 for the crate's tests.
 //!
-//! Learning rates: DESIGN.md's 1e-5 (backbone) / 1e-4 (decoder) are fine-tuning values for a
+//! Every struct refuses unknown keys, so a misspelled key in a TOML file is an error naming the
+//! key and the file.
+//!
+//! Learning rates: DPT's 1e-5 (backbone) / 1e-4 (decoder) are fine-tuning values for a
 //! pretrained backbone. The presets train from scratch, where 1e-5 barely moves the backbone, so
 //! they use 3e-4 / 6e-4; both remain separate, configurable knobs.
 
 use std::path::{Path, PathBuf};
 
 use glassbox_attention::AttentionKind;
+use glassbox_data::{AugmentConfig, SceneKind, SourceConfig};
+use glassbox_dpt::DptConfig;
 use glassbox_losses::{DisparityToDepth, LossConfig};
 use serde::{Deserialize, Serialize};
-
-use crate::model::DptConfig;
 
 /// Everything that can be wrong with a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -37,45 +40,63 @@ pub enum ConfigError {
         expected: &'static str,
     },
     #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
+    Model(#[from] glassbox_dpt::DptError),
     #[error(transparent)]
     Loss(#[from] glassbox_losses::LossError),
+    #[error("data: {0}")]
+    Data(#[from] glassbox_data::DataError),
 }
 
 /// Names accepted by [`TrainConfig::preset`].
 pub const RUN_PRESETS: &[&str] = &["default", "sevenscenes", "test"];
 
-/// Which images a run trains and validates on.
+/// Which images a run trains and validates on, and how they are batched. Every source goes
+/// through glassbox-data's one streaming loader (`docs/data.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum DataSource {
-    /// Rendered scenes: `train_len` images from `seed`, a held-out split of `val_len` images from
-    /// a different seed (so no validation scene is a training scene).
-    Synthetic {
-        outdoor: bool,
-        train_len: usize,
-        val_len: usize,
-    },
-    /// A 7-Scenes sequence folder, contiguous frame blocks for training and validation.
-    SevenScenes {
-        root: PathBuf,
-        train: [usize; 2],
-        val: [usize; 2],
-    },
-}
-
-/// Data settings shared by every source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    pub source: DataSource,
+    /// The training images.
+    pub train: SourceConfig,
+    /// The validation images; without it, the last `holdout` samples of `train` (a contiguous
+    /// block, so neighbouring frames of a sequence do not leak across).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val: Option<SourceConfig>,
+    /// Size of the held-out block when `val` is absent; 0 = a tenth of the samples, 1 to 100.
+    #[serde(default)]
+    pub holdout: usize,
     /// Training and validation image size [height, width] (multiples of 16).
     pub image_size: [usize; 2],
-    /// Random horizontal flips during training.
-    pub hflip: bool,
+    /// Training augmentation (random crop, flip, colour jitter).
+    #[serde(default)]
+    pub augment: AugmentConfig,
+    /// Batches prepared ahead of the training step.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+    /// Threads decoding or rendering samples beside the model's own threads.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Budget of the decoded-sample cache in MiB (0 = off): small datasets are decoded once,
+    /// large ones stream and stay within this bound.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: usize,
+    /// Skip and count samples that fail to load, instead of stopping the run.
+    #[serde(default)]
+    pub skip_bad: bool,
+}
+
+fn default_prefetch() -> usize {
+    4
+}
+fn default_workers() -> usize {
+    1
+}
+fn default_cache_mb() -> usize {
+    256
 }
 
 /// Optimiser and schedule (AdamW, linear warm-up then cosine decay to `min_lr_ratio`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OptimConfig {
     pub steps: usize,
     pub batch_size: usize,
@@ -103,6 +124,7 @@ pub struct OptimConfig {
 
 /// How the model's disparity output is trained.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LossSettings {
     /// `midas` trains disparity against 1 / depth; `silog` trains the depth `to_depth` gives.
     pub loss: LossConfig,
@@ -117,6 +139,7 @@ pub struct LossSettings {
 
 /// Periodic evaluation, logging and checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// Evaluate every this many steps (and at the end); 0 = only at the end.
     pub eval_every: usize,
@@ -129,7 +152,7 @@ pub struct ScheduleConfig {
     pub max_depth: f64,
     /// Images in the report's contact sheet.
     pub sheet_images: usize,
-    /// Run the spectral probe (DESIGN.md section 9) before training, every this many steps and
+    /// Run the spectral probe (`docs/spectral.md`) before training, every this many steps and
     /// at the end, appending to `spectral.jsonl`; 0 = off.
     #[serde(default)]
     pub spectral_every: usize,
@@ -137,6 +160,7 @@ pub struct ScheduleConfig {
 
 /// A whole run: model, data, optimiser, loss and schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub name: String,
     pub seed: u64,
@@ -169,13 +193,18 @@ impl TrainConfig {
             device: "auto".into(),
             threads: 0,
             data: DataConfig {
-                source: DataSource::Synthetic {
-                    outdoor: false,
-                    train_len: 512,
-                    val_len: 64,
-                },
+                train: synthetic_indoor(512, 0),
+                val: Some(synthetic_indoor(64, VAL_SCENE_SEED)),
+                holdout: 0,
                 image_size: [64, 64],
-                hflip: true,
+                augment: AugmentConfig {
+                    hflip: true,
+                    ..AugmentConfig::none()
+                },
+                prefetch: default_prefetch(),
+                workers: default_workers(),
+                cache_mb: default_cache_mb(),
+                skip_bad: false,
             },
             optim: OptimConfig {
                 steps: 600,
@@ -213,11 +242,14 @@ impl TrainConfig {
     fn seven_scenes(root: PathBuf) -> Self {
         let mut c = Self::default_synthetic();
         c.name = "sevenscenes".into();
-        c.data.source = DataSource::SevenScenes {
-            root,
-            train: [0, 500],
-            val: [500, 600],
+        c.data.train = SourceConfig::SevenScenes {
+            root: root.clone(),
+            frames: Some([0, 500]),
         };
+        c.data.val = Some(SourceConfig::SevenScenes {
+            root,
+            frames: Some([500, 600]),
+        });
         c.data.image_size = [96, 128];
         c.optim.steps = 300;
         c.schedule.eval_every = 150;
@@ -228,11 +260,9 @@ impl TrainConfig {
     fn test() -> Self {
         let mut c = Self::default_synthetic();
         c.name = "test".into();
-        c.data.source = DataSource::Synthetic {
-            outdoor: false,
-            train_len: 8,
-            val_len: 4,
-        };
+        c.data.train = synthetic_indoor(8, 0);
+        c.data.val = Some(synthetic_indoor(4, VAL_SCENE_SEED));
+        c.data.prefetch = 2;
         c.data.image_size = [64, 64];
         c.optim.steps = 6;
         c.optim.batch_size = 2;
@@ -245,7 +275,7 @@ impl TrainConfig {
         c.schedule.sheet_images = 2;
         c.schedule.spectral_every = 0;
         c.threads = 1;
-        c.model = tiny_test_model();
+        c.model = DptConfig::dpt_test();
         c
     }
 
@@ -287,19 +317,14 @@ impl TrainConfig {
         matches!(self.loss.loss, LossConfig::Silog(_)).then_some(self.loss.to_depth)
     }
 
-    /// Points a file dataset at another folder; synthetic runs have none, which is an error.
+    /// Points every file source of the run (training and validation) at another folder;
+    /// synthetic runs have none, which is an error.
     pub fn set_data_root(&mut self, root: PathBuf) -> Result<(), ConfigError> {
-        match &mut self.data.source {
-            DataSource::SevenScenes { root: r, .. } => {
-                *r = root;
-                Ok(())
-            }
-            DataSource::Synthetic { .. } => Err(ConfigError::Invalid {
-                field: "data.source",
-                value: "synthetic".into(),
-                expected: "a file dataset (sevenscenes) for a data root",
-            }),
+        self.data.train.set_root(root.clone())?;
+        if let Some(val) = &mut self.data.val {
+            val.set_root(root)?;
         }
+        Ok(())
     }
 
     /// Switches every encoder block to standard or SVDA attention.
@@ -354,26 +379,12 @@ impl TrainConfig {
                 ">= 0",
             ));
         }
-        match &self.data.source {
-            DataSource::Synthetic {
-                train_len, val_len, ..
-            } if *train_len == 0 || *val_len == 0 => {
-                return Err(invalid(
-                    "data.source.train_len/val_len",
-                    format!("{train_len}/{val_len}"),
-                    "both >= 1",
-                ));
-            }
-            DataSource::SevenScenes { train, val, .. }
-                if train[0] >= train[1] || val[0] >= val[1] =>
-            {
-                return Err(invalid(
-                    "data.source.train/val",
-                    format!("{train:?}/{val:?}"),
-                    "non-empty [first, end) frame ranges",
-                ));
-            }
-            _ => {}
+        if self.data.prefetch == 0 || self.data.workers == 0 {
+            return Err(invalid(
+                "data.prefetch/workers",
+                format!("{}/{}", self.data.prefetch, self.data.workers),
+                "both >= 1",
+            ));
         }
         if self.loss.loss.depth().is_err() {
             return Err(invalid(
@@ -387,20 +398,19 @@ impl TrainConfig {
     }
 }
 
-/// The model of the `test` preset: 4 layers (one per hook; hooks must increase), D 32, 2 heads,
-/// a small decoder.
-pub fn tiny_test_model() -> DptConfig {
-    let mut m = DptConfig::dpt_tiny();
-    m.encoder.hidden_size = 32;
-    m.encoder.num_heads = 2;
-    m.encoder.intermediate_size = 64;
-    m.encoder.num_layers = 4;
-    m.encoder.hooks = vec![1, 2, 3, 4];
-    m.encoder.image_size = 64;
-    m.decoder.hidden_size = 32;
-    m.decoder.reassemble_channels = [8, 16, 16, 32];
-    m.decoder.fusion_channels = 16;
-    m
+/// Seed of the validation scenes of the synthetic presets: a stream apart from the training
+/// scenes (seed 0), so no validation scene is also a training scene.
+pub const VAL_SCENE_SEED: u64 = 0x005e_ed0f_4a11_d47e;
+
+/// `len` rendered indoor scenes from `seed` at the run's image size.
+pub fn synthetic_indoor(len: usize, seed: u64) -> SourceConfig {
+    SourceConfig::Synthetic {
+        scene: SceneKind::Indoor,
+        len,
+        seed,
+        size: None,
+        lidar: false,
+    }
 }
 
 /// `<workspace root>/../shared/data/real/7scenes-redkitchen`, or below `GLASSBOX_REAL_DATA`.

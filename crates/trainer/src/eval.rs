@@ -1,30 +1,33 @@
-//! Evaluation of a depth model (DESIGN.md section 8) with glassbox-metrics: the model predicts
+//! Evaluation of a depth model (`docs/metrics.md`) with glassbox-metrics: the model predicts
 //! relative disparity, so every table has two aligned rows, median scaling of `1 / disparity` and
 //! least-squares scale + shift in disparity, plus the trivial baseline (a constant prediction,
 //! which after median scaling is the ground-truth median everywhere).
 //!
-//! [`evaluate_set`] scores a training-size [`TensorSet`] (the validation split during training);
-//! [`evaluate_files`] scores real benchmark images at their full ground-truth resolution: the
-//! input is resized so its short side is the model's training size (sides rounded to the patch
-//! size), the prediction is resized back bilinearly, then the benchmark's crop and cap apply.
+//! [`evaluate_loader`] scores the validation loader's training-size batches during training;
+//! [`evaluate_dataset`] scores benchmark images at their full ground-truth resolution: the input
+//! is resized with glassbox-data's one resize function so its short side is the model's training
+//! size (sides on the patch grid), the prediction is resized back bilinearly, then the
+//! benchmark's crop and cap apply.
 
-use glassbox_data::{Dataset, FileDataset, Sample};
+use glassbox_data::augment::{fit_size, resize_bilinear, resize_sample};
+use glassbox_data::{Dataset, Loader, Sample};
+use glassbox_dpt::Dpt;
 use glassbox_losses::DisparityToDepth;
 use glassbox_metrics::{
     Alignment, DepthAccumulator, DepthEvalConfig, DepthMetrics, MetricsError, depth_metrics,
 };
-use ndarray::{Array2, ArrayView2};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use crate::data::TensorSet;
-use crate::model::Dpt;
+use crate::tensor::{TensorBatch, image_tensor, to_array2};
 
 /// Anything that stops an evaluation.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
+    Model(#[from] glassbox_dpt::DptError),
     #[error("image {name}: {source}")]
     Metrics {
         name: String,
@@ -170,60 +173,43 @@ pub fn predict(
     output: Option<&DisparityToDepth>,
     images: &Tensor,
 ) -> Result<Tensor, EvalError> {
-    let raw = tch::no_grad(|| model.depth_t(images, false))?;
+    let raw = tch::no_grad(|| model.disparity_t(images, false))?;
     Ok(match output {
         Some(map) => (raw * map.scale + map.shift).clamp_min(map.min_disparity),
         None => raw,
     })
 }
 
-fn to_array(t: &Tensor) -> Array2<f32> {
-    let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-    let (h, w) = (t.size()[0] as usize, t.size()[1] as usize);
-    let v = Vec::<f32>::try_from(&t.view([-1])).expect("a float tensor converts to Vec<f32>");
-    Array2::from_shape_vec((h, w), v).expect("the shape matches the element count")
-}
-
-/// Scores the model on a training-size set (no crop; `protocol` gives the depth range).
-pub fn evaluate_set(
+/// Scores the model on every batch of an evaluation loader (training-size images, no crop;
+/// `protocol` gives the depth range).
+pub fn evaluate_loader(
     model: &Dpt,
     output: Option<&DisparityToDepth>,
-    set: &TensorSet,
-    batch_size: usize,
+    loader: &Loader,
     device: Device,
     protocol: DepthEvalConfig,
 ) -> Result<EvalReport, EvalError> {
     let mut rows = Rows::new(protocol);
-    let mut start = 0;
-    while start < set.len() {
-        let batch = set.chunk(start, batch_size, device);
+    for batch in loader.eval_batches() {
+        let batch = TensorBatch::new(&batch?, device);
         let disparity = predict(model, output, &batch.rgb)?;
-        for i in 0..disparity.size()[0] {
-            let gt = to_array(&batch.depth.get(i));
-            let mask = to_array(&batch.mask.get(i).to_kind(Kind::Float)).mapv(|m| m > 0.5);
-            let name = &set.names[start + i as usize];
+        for i in 0..batch.len() {
+            let t = i as i64;
+            let mask = to_array2(&batch.mask.get(t)).mapv(|m| m > 0.5);
             rows.push(
-                name,
-                to_array(&disparity.get(i)).view(),
-                gt.view(),
+                &batch.names[i],
+                to_array2(&disparity.get(t)).view(),
+                to_array2(&batch.depth.get(t)).view(),
                 Some(mask.view()),
             )?;
         }
-        start += batch_size;
     }
     rows.finish()
 }
 
-/// The model input size for an H x W image: short side `short_side`, both sides multiples of
-/// `patch` (at least one patch).
-pub fn input_size(h: usize, w: usize, short_side: usize, patch: usize) -> (usize, usize) {
-    let s = short_side as f64 / h.min(w) as f64;
-    let round = |x: usize| (((x as f64 * s) / patch as f64).round() as usize).max(1) * patch;
-    (round(h), round(w))
-}
-
-/// Disparity at the sample's full resolution: the image is resized to [`input_size`], predicted,
-/// and the prediction resized back (bilinear, align_corners = false).
+/// Disparity at the sample's full resolution: the image is resized with the training resize to
+/// `fit_size(short_side)` on the patch grid, predicted, and the prediction resized back
+/// (bilinear, half-pixel centres).
 pub fn predict_full_resolution(
     model: &Dpt,
     output: Option<&DisparityToDepth>,
@@ -233,36 +219,35 @@ pub fn predict_full_resolution(
 ) -> Result<Array2<f32>, EvalError> {
     let (h, w) = (sample.height(), sample.width());
     let patch = model.config().encoder.patch_size as usize;
-    let (ih, iw) = input_size(h, w, short_side, patch);
-    let rgb = Tensor::from_slice(
-        sample
-            .rgb
-            .as_standard_layout()
-            .as_slice()
-            .expect("standard layout"),
-    )
-    .view([1, 3, h as i64, w as i64])
-    .to_device(device);
-    let resized = rgb.upsample_bilinear2d([ih as i64, iw as i64], false, None, None);
-    let disparity = predict(model, output, &resized)?;
-    let back = disparity
-        .unsqueeze(1)
-        .upsample_bilinear2d([h as i64, w as i64], false, None, None)
-        .squeeze_dim(1);
-    Ok(to_array(&back.get(0)))
+    let input = resize_sample(sample, fit_size(h, w, short_side, patch));
+    let disparity = predict(model, output, &image_tensor(input.rgb.view(), device))?;
+    let small = to_array2(&disparity.get(0)).insert_axis(Axis(0));
+    Ok(resize_bilinear(small.view(), (h, w)).index_axis_move(Axis(0), 0))
 }
 
-/// Scores the model on real images at their ground-truth resolution with `protocol`'s crop and
-/// depth cap (e.g. [`DepthEvalConfig::nyu`], [`DepthEvalConfig::kitti`]).
-pub fn evaluate_files(
+/// Scores the model on every sample of `dataset` at its ground-truth resolution with
+/// `protocol`'s crop and depth cap (e.g. [`DepthEvalConfig::nyu`], [`DepthEvalConfig::kitti`]),
+/// with a progress bar unless `quiet`.
+pub fn evaluate_dataset(
     model: &Dpt,
     output: Option<&DisparityToDepth>,
-    dataset: &FileDataset,
+    dataset: &dyn Dataset,
     short_side: usize,
     device: Device,
     protocol: DepthEvalConfig,
+    quiet: bool,
 ) -> Result<EvalReport, EvalError> {
     let mut rows = Rows::new(protocol);
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(dataset.len() as u64).with_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} images [{elapsed_precise}<{eta_precise}]",
+            )
+            .expect("a valid template"),
+        )
+    };
     for i in 0..dataset.len() {
         let sample = dataset.get(i)?;
         let disparity = predict_full_resolution(model, output, &sample, short_side, device)?;
@@ -272,20 +257,15 @@ pub fn evaluate_files(
             sample.depth.view(),
             Some(sample.mask.view()),
         )?;
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     rows.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn input_size_keeps_the_aspect_on_the_patch_grid() {
-        assert_eq!(input_size(480, 640, 128, 16), (128, 176));
-        assert_eq!(input_size(375, 1242, 128, 16), (128, 416));
-        assert_eq!(input_size(64, 64, 64, 16), (64, 64));
-    }
 
     #[test]
     fn a_perfect_disparity_scores_zero_and_the_baseline_does_not() {

@@ -1,33 +1,38 @@
-//! glassbox's DPT model assembly and run machinery (DESIGN.md sections 4 and 11).
+//! glassbox-trainer: training, evaluation, prediction and ablation runs of the DPT models of
+//! glassbox-dpt, on the data of glassbox-data (`docs/training.md`). The `glassbox` binary is a
+//! thin CLI over these modules.
 //!
-//! - [`model`]: composes the ViT encoder, the DPT decoder and a task head from one serde config
-//!   with named presets, and imports HF `DPTForDepthEstimation` checkpoints through one rename table;
-//! - [`config`]: the run configuration (TOML, presets, overrides) saved into every run folder;
-//! - [`data`]: training/validation splits as tensors and the deterministic batch of every step;
-//! - [`optim`]: AdamW with explicit, checkpointable moments, two learning-rate groups, warm-up +
+//! - [`config`]: the run configuration (TOML, presets) saved into every run folder, and
+//!   [`overrides`], the command-line changes to it;
+//! - [`data`]: the run's training and validation loaders; [`tensor`]: the one ndarray <-> tensor
+//!   boundary;
+//! - [`train`]: one update ([`train::step`]), the loop ([`train::run`]) and its logs;
+//! - [`optim`]: AdamW with explicit, checkpointable moments, learning-rate groups, warm-up +
 //!   cosine decay and gradient clipping;
-//! - [`checkpoint`]: atomic safetensors checkpoints with checksummed records;
-//! - [`train`]: the training loop, logs and the end-of-run report;
+//! - [`checkpoint`]: atomic safetensors checkpoints with checksummed records ([`fs`]: atomic
+//!   writes and file errors);
 //! - [`eval`]: validation and benchmark evaluation (median and scale-shift alignment, baseline);
-//! - [`report`]: loss curve, contact sheet and attention overlays as PNG;
 //! - [`predict`]: depth PNGs and attention maps for image files;
+//! - [`probe`]: the spectral indicators of the model on a fixed probe batch, logged over
+//!   training (figures: `glassbox_spectral::report`);
+//! - [`report`]: loss curve, contact sheet and attention overlays as PNG;
 //! - [`ablate`]: ablation grids (attention x readout x hooks x seeds), resumable, summarised as
-//!   CSV / markdown tables and figures;
-//! - [`probe`]: the spectral indicators (section 9) of the model on a fixed probe batch, logged over
-//!   training into `spectral.jsonl` (figures: `glassbox_spectral::report`).
+//!   CSV / markdown tables and figures.
 
 pub mod ablate;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
-pub mod model;
+pub mod fs;
 pub mod optim;
+pub mod overrides;
 pub mod predict;
 pub mod probe;
 pub mod report;
+pub mod tensor;
 pub mod train;
 
 pub use config::TrainConfig;
-pub use model::{Dpt, DptConfig, DptOutput, HeadConfig, ModelError};
+pub use overrides::Overrides;
 pub use train::{TrainOptions, TrainSummary, Trainer, train};

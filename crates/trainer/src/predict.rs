@@ -1,25 +1,28 @@
-//! Inference on image files (DESIGN.md section 11, `cargo xtask predict`): a checkpoint's run
+//! Inference on image files (`docs/training.md`, `cargo xtask predict`): a checkpoint's run
 //! folder holds its `config.toml`, so the model is rebuilt from it; each image gets a colour-mapped
 //! depth PNG, optionally a 16-bit depth PNG, and optionally an attention map of one layer and
 //! query token (from the encoder's `forward_with_maps`) blended over the image.
 //!
 //! The model predicts relative depth, so the 16-bit PNG holds depth scaled to a median of 1 m
-//! (value / 1000 = depth in those units), clipped to the 16-bit range. Tokens are numbered as in
-//! the encoder's sequence: 0 is the readout token, 1.. are patches in row-major order.
+//! (value / 1000 = depth in those units), clipped to the 16-bit range. Layers are numbered from 1
+//! (as hooks, logs and figures number them); tokens as in the encoder's sequence: 0 is the
+//! readout token, 1.. are patches in row-major order.
 
 use std::path::{Path, PathBuf};
 
 use glassbox_data::Sample;
+use glassbox_data::augment::{fit_size, resize_sample};
 use glassbox_data::colormap::{colorize_depth, rgb_image};
+use glassbox_dpt::{Dpt, DptError};
 use glassbox_encoder::EncoderOutput;
-use ndarray::{Array2, Array3};
-use tch::{Device, Kind, Tensor, nn};
+use ndarray::Array2;
+use tch::{Device, Kind, nn};
 
 use crate::checkpoint::{self, CheckpointPaths};
 use crate::config::TrainConfig;
 use crate::eval;
-use crate::model::{Dpt, ModelError};
 use crate::report;
+use crate::tensor::{image_tensor, to_array};
 
 /// Everything that stops a prediction.
 #[derive(Debug, thiserror::Error)]
@@ -36,14 +39,14 @@ pub enum PredictError {
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
+    Model(#[from] DptError),
     #[error(transparent)]
     Eval(#[from] eval::EvalError),
     #[error(transparent)]
     Data(#[from] glassbox_data::DataError),
     #[error("cannot create {path}: {message}")]
     Io { path: PathBuf, message: String },
-    #[error("attention layer {layer} does not exist: the encoder has {layers} layers (0-based)")]
+    #[error("attention layer {layer} does not exist: the encoder has layers 1 to {layers}")]
     Layer { layer: usize, layers: usize },
     #[error("token {token} does not exist: the image has {tokens} tokens (0 = readout)")]
     Token { token: usize, tokens: usize },
@@ -76,7 +79,7 @@ pub fn load_checkpoint(checkpoint: &Path, device: Device) -> Result<LoadedModel,
 pub struct PredictOptions {
     /// Also write `<stem>_depth16.png`.
     pub depth16: bool,
-    /// Also write the attention map of (layer, query token), layer 0-based.
+    /// Also write the attention map of (layer, query token), layer 1-based.
     pub attention: Option<(usize, usize)>,
 }
 
@@ -134,7 +137,7 @@ pub fn predict_files(
     Ok(written)
 }
 
-/// The attention of query `token` in `layer`, averaged over heads, over the patch grid, scaled
+/// The attention of query `token` in `layer` (1-based), averaged over heads, over the patch grid, scaled
 /// to a maximum of 1.
 pub fn attention_map(
     model: &Dpt,
@@ -146,17 +149,14 @@ pub fn attention_map(
 ) -> Result<Array2<f32>, PredictError> {
     let (h, w) = (sample.height(), sample.width());
     let patch = model.config().encoder.patch_size as usize;
-    let (ih, iw) = eval::input_size(h, w, short_side, patch);
-    let rgb: Array3<f32> = sample.rgb.as_standard_layout().to_owned();
-    let input = Tensor::from_slice(rgb.as_slice().expect("standard layout"))
-        .view([1, 3, h as i64, w as i64])
-        .to_device(device)
-        .upsample_bilinear2d([ih as i64, iw as i64], false, None, None);
+    let input = resize_sample(sample, fit_size(h, w, short_side, patch));
+    let input = image_tensor(input.rgb.view(), device);
     let EncoderOutput { maps, grid, .. } =
-        tch::no_grad(|| model.encoder().forward_with_maps(&input)).map_err(ModelError::from)?;
+        tch::no_grad(|| model.encoder().forward_with_maps(&input)).map_err(DptError::from)?;
     let layers = maps.len();
-    let map = maps
-        .get(layer)
+    let map = layer
+        .checked_sub(1)
+        .and_then(|i| maps.get(i))
         .ok_or(PredictError::Layer { layer, layers })?;
     let probs = &map.probabilities; // 1 x H x N x N
     let tokens = probs.size()[2] as usize;
@@ -169,9 +169,10 @@ pub fn attention_map(
         .mean_dim(0, false, Kind::Float)
         .get(token as i64)
         .to_device(Device::Cpu);
-    let keys = Vec::<f32>::try_from(&row).expect("float tensor");
+    let keys = to_array(&row);
+    let keys = keys.as_slice().expect("a fresh array is contiguous");
     Ok(crate::probe::patch_heat(
-        ndarray::ArrayView1::from(&keys),
+        ndarray::ArrayView1::from(keys),
         (gh, gw),
     ))
 }

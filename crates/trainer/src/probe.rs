@@ -1,4 +1,4 @@
-//! The spectral probe (DESIGN.md section 9): the six indicators of every layer and head of a
+//! The spectral probe (`docs/spectral.md`): the six indicators of every layer and head of a
 //! [`Dpt`] on a fixed probe batch, the SVDA sigma spectra and attention overlays, written into the
 //! run folder (`spectral.jsonl`, `sigma.jsonl`, `attention/step_NNNNNN.png`) for the report.
 //!
@@ -33,16 +33,18 @@ use glassbox_spectral::{
 };
 use image::{Rgb, RgbImage};
 use ndarray::{Array2, Array3, ArrayD, Axis, Ix2, Ix3};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 use thiserror::Error;
 
-use crate::data::splitmix64;
-use crate::model::{Dpt, ModelError};
-use crate::report::overlay;
+use glassbox_data::sample::derive_seed;
+use glassbox_dpt::{Dpt, DptError};
 
-/// Standard deviation of the input and sigma noise of the robustness indicator (DESIGN: 0.01).
+use crate::report::overlay;
+use crate::tensor;
+
+/// Standard deviation of the input and sigma noise of the robustness indicator (`docs/spectral.md`: 0.01).
 pub const NOISE_STD: f64 = 0.01;
-/// Noise draws per robustness variant (DESIGN: 4).
+/// Noise draws per robustness variant (`docs/spectral.md`: 4).
 pub const NOISE_DRAWS: usize = 4;
 /// Query positions of the attention overlays, as (row, column) fractions of the image: the centre
 /// and two off-centre points, so both a central object and the surroundings are followed.
@@ -52,7 +54,7 @@ pub const QUERY_POINTS: [(f64, f64); 3] = [(0.5, 0.5), (0.25, 0.25), (0.75, 0.7)
 #[derive(Debug, Error)]
 pub enum ProbeError {
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(#[from] DptError),
     #[error(transparent)]
     Attention(#[from] AttentionError),
     #[error("libtorch during the spectral probe: {0}")]
@@ -67,7 +69,7 @@ pub enum ProbeError {
     Maps { layer: usize, message: String },
 }
 
-/// How the robustness noise is drawn; the defaults are DESIGN section 9's.
+/// How the robustness noise is drawn; the defaults are `docs/spectral.md`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbeOptions {
     /// Standard deviation of delta (input) and of the relative sigma noise.
@@ -193,7 +195,8 @@ impl Probe {
                 let pick = |draws: &[Vec<Tensor>]| -> Vec<Tensor> {
                     draws.iter().map(|d| d[layer].shallow_clone()).collect()
                 };
-                layer_indicators(layer, maps, &pick(&input_maps), &pick(&sigma_maps))
+                // Layers are numbered from 1 in logs and figures, as hooks and `--attention-layer`.
+                layer_indicators(layer + 1, maps, &pick(&input_maps), &pick(&sigma_maps))
             })
             .collect::<Result<Vec<_>, _>>()?;
         timing.spectral += start.elapsed();
@@ -309,7 +312,7 @@ fn forward_maps(
     image: &Tensor,
 ) -> Result<(Vec<AttentionMaps>, (usize, usize)), ProbeError> {
     let EncoderOutput { maps, grid, .. } =
-        tch::no_grad(|| model.encoder().forward_with_maps(image)).map_err(ModelError::from)?;
+        tch::no_grad(|| model.encoder().forward_with_maps(image)).map_err(DptError::from)?;
     Ok((maps, (grid.0 as usize, grid.1 as usize)))
 }
 
@@ -412,14 +415,7 @@ fn average_over_images(
 
 /// A CPU f32 ndarray copy of a tensor.
 fn to_array(t: &Tensor) -> Result<ArrayD<f32>, ProbeError> {
-    let t = t
-        .f_detach()?
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Float)?
-        .f_contiguous()?;
-    let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
-    let values = Vec::<f32>::try_from(&t.f_reshape([-1])?)?;
-    Ok(ArrayD::from_shape_vec(shape, values).expect("the buffer has one value per element"))
+    Ok(tensor::to_array(t))
 }
 
 /// User plus system CPU time of this process so far, from `/proc/self/stat` (fields 14 and 15,
@@ -521,24 +517,17 @@ struct NoiseKey(u64);
 
 impl NoiseKey {
     fn new(seed: u64, image: u64, stream: u64, draw: u64) -> Self {
-        let mut state = seed;
-        for part in [image, stream, draw] {
-            state = splitmix64(state ^ splitmix64(part));
-        }
-        Self(state)
+        Self(derive_seed(derive_seed(seed, image, stream), draw, 0))
     }
 }
 
-/// A CPU tensor of `shape` with N(0, std^2) entries (Box-Muller on SplitMix64 uniforms).
+/// A CPU tensor of `shape` with N(0, std^2) entries (Box-Muller on counter-based uniforms).
 fn normal_tensor(shape: &[i64], std: f64, key: NoiseKey) -> Result<Tensor, ProbeError> {
     let n: i64 = shape.iter().product();
     let mut counter = 0u64;
     let mut uniform = || {
         counter += 1;
-        let bits = splitmix64(
-            key.0
-                .wrapping_add(counter.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-        );
+        let bits = derive_seed(key.0, counter, 1);
         ((bits >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     };
     let mut values = Vec::with_capacity(n as usize + 1);
@@ -581,7 +570,7 @@ mod tests {
         let start = Instant::now();
         let mut x = 0u64;
         while start.elapsed() < Duration::from_millis(60) {
-            x = splitmix64(x);
+            x = derive_seed(x, 1, 2);
         }
         std::hint::black_box(x);
         assert!(process_cpu_time().unwrap() >= before);

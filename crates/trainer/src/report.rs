@@ -1,4 +1,4 @@
-//! The pictures of a run's report (DESIGN.md section 11): a loss curve and a contact sheet of
+//! The pictures of a run's report (`docs/training.md`): a loss curve and a contact sheet of
 //! predictions (input | prediction | ground truth | error), coloured with glassbox-data's
 //! `colormap` module so every depth picture of the project looks alike.
 //!

@@ -1,14 +1,14 @@
-//! The spectral probe on a tiny random DPT (DESIGN.md section 9): finite indicators for both
+//! The spectral probe on a tiny random DPT (`docs/spectral.md`): finite indicators for both
 //! attention kinds, robustness in (0, 1], sigma untouched bit for bit, deterministic records and
 //! the run files the report reads.
 
 use glassbox_attention::AttentionKind;
+use glassbox_dpt::{Dpt, DptConfig};
 use glassbox_spectral::{
     ATTENTION_DIR, AttentionKind as Kind2, Indicator, SIGMA_FILE, SPECTRAL_FILE, read_sigma_log,
     read_spectral_log,
 };
 use glassbox_trainer::probe::{Probe, ProbeOptions};
-use glassbox_trainer::{Dpt, DptConfig};
 use tch::{Device, Kind, Tensor, nn};
 
 const LAYERS: usize = 4;
@@ -23,7 +23,7 @@ fn tiny(kind: AttentionKind) -> (nn::VarStore, Dpt) {
     (vs, model)
 }
 
-/// `images` random normalised images; `draws` noise draws per robustness variant (DESIGN: 4,
+/// `images` random normalised images; `draws` noise draws per robustness variant (`docs/spectral.md`: 4,
 /// fewer where a test checks bookkeeping, to keep the suite fast).
 fn probe_batch(images: i64, draws: usize) -> Probe {
     tch::manual_seed(5);

@@ -3,11 +3,10 @@
 //! images are scored at full resolution, and predict writes its pictures. An untrained tiny model
 //! is enough: these tests check the plumbing, not the accuracy.
 
-use glassbox_data::Dataset;
+use glassbox_data::{Dataset, ReaderOptions, SourceConfig};
 use glassbox_metrics::{Crop, DepthEvalConfig};
 use glassbox_trainer::config::{TrainConfig, real_data_root};
-use glassbox_trainer::data::open_eval_dataset;
-use glassbox_trainer::eval::evaluate_files;
+use glassbox_trainer::eval::evaluate_dataset;
 use glassbox_trainer::predict::{PredictOptions, load_checkpoint, predict_files};
 use glassbox_trainer::train::{TrainOptions, Trainer};
 use tch::Device;
@@ -24,19 +23,19 @@ fn assert_finite(report: &glassbox_trainer::eval::EvalReport) {
 
 /// Scores the three real samples of `folder` with an untrained model and checks the protocol.
 fn score_real_samples(
-    dataset: &str,
-    folder: &str,
+    source: SourceConfig,
     size: (usize, usize),
     cfg: DepthEvalConfig,
     crop: Crop,
 ) {
-    let root = real_data_root().join(folder);
-    let data = open_eval_dataset(dataset, &root)
-        .unwrap_or_else(|e| panic!("{dataset} samples expected at {}: {e}", root.display()));
+    let data = source
+        .open((64, 64), ReaderOptions::default())
+        .unwrap_or_else(|e| panic!("samples expected at {}: {e}", source.describe()));
     assert_eq!(data.len(), 3);
     assert_eq!(data.get(0).unwrap().depth.dim(), size);
     let max_depth = cfg.max_depth;
-    let report = evaluate_files(&untrained().model, None, &data, 64, Device::Cpu, cfg).unwrap();
+    let report =
+        evaluate_dataset(&untrained().model, None, &data, 64, Device::Cpu, cfg, true).unwrap();
     assert_eq!((report.images, report.skipped), (3, 0));
     assert_eq!(report.protocol.crop, crop);
     assert_eq!(report.protocol.max_depth, max_depth);
@@ -47,14 +46,22 @@ fn score_real_samples(
 fn nyu_samples_are_scored_at_480x640_with_the_eigen_crop_and_10_m_cap() {
     let cfg = DepthEvalConfig::nyu();
     assert_eq!(cfg.max_depth, 10.0);
-    score_real_samples("nyu", "nyu-sync-samples", (480, 640), cfg, Crop::Eigen);
+    let root = real_data_root().join("nyu-sync-samples");
+    let source = SourceConfig::Nyu { root, split: None };
+    score_real_samples(source, (480, 640), cfg, Crop::Eigen);
 }
 
 #[test]
 fn kitti_samples_are_scored_at_full_resolution_with_the_garg_crop_and_80_m_cap() {
     let cfg = DepthEvalConfig::kitti();
     assert_eq!(cfg.max_depth, 80.0);
-    score_real_samples("kitti", "kitti-samples", (375, 1242), cfg, Crop::Garg);
+    let root = real_data_root().join("kitti-samples");
+    let source = SourceConfig::Kitti {
+        root,
+        split: None,
+        depth_root: None,
+    };
+    score_real_samples(source, (375, 1242), cfg, Crop::Garg);
 }
 
 #[test]
@@ -62,22 +69,18 @@ fn predict_rebuilds_the_model_from_the_run_folder_and_writes_depth_and_attention
     let config = TrainConfig::preset("test").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let options = TrainOptions {
-        run_dir: dir.path().to_path_buf(),
-        resume: false,
         quiet: true,
         stop_after: Some(1),
         report: false,
-        interrupt: None,
+        ..TrainOptions::new(dir.path())
     };
     glassbox_trainer::train(&config, &options).unwrap();
     let loaded = load_checkpoint(&dir.path().join("last.safetensors"), Device::Cpu).unwrap();
-    let image = real_data_root().join("nyu-sync-samples/rgb_00000.jpg");
-    let image = if image.is_file() {
-        image
-    } else {
-        let nyu = open_eval_dataset("nyu", &real_data_root().join("nyu-sync-samples")).unwrap();
-        nyu.entries()[0].rgb.clone()
-    };
+    let image = std::fs::read_dir(real_data_root().join("nyu-sync-samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .expect("an NYU sample image");
     let out = dir.path().join("pred");
     let written = predict_files(
         &loaded,
@@ -106,10 +109,45 @@ fn predict_rebuilds_the_model_from_the_run_folder_and_writes_depth_and_attention
         &out,
         &PredictOptions {
             depth16: false,
-            attention: Some((7, 0)),
+            attention: Some((5, 0)),
         },
         Device::Cpu,
     )
     .unwrap_err();
-    assert!(err.to_string().contains("layer 7"), "{err}");
+    assert!(err.to_string().contains("layer 5"), "{err}");
+}
+
+#[test]
+fn eval_scores_every_frame_of_a_7_scenes_folder_whatever_its_numbering() {
+    let real = real_data_root().join("7scenes-redkitchen");
+    let dir = tempfile::tempdir().unwrap();
+    // Six real frames renumbered 1000, 1002, ..., 1010: no frame of the usual 500-599 block.
+    for (k, frame) in (0..6).map(|i| i * 100).enumerate() {
+        for ext in ["color.jpg", "depth.png"] {
+            std::fs::copy(
+                real.join(format!("frame-{frame:06}.{ext}")),
+                dir.path().join(format!("frame-{:06}.{ext}", 1000 + 2 * k)),
+            )
+            .unwrap();
+        }
+    }
+    let source = SourceConfig::SevenScenes {
+        root: dir.path().to_path_buf(),
+        frames: None,
+    };
+    let data = source.open((64, 64), ReaderOptions::default()).unwrap();
+    assert_eq!(data.len(), 6);
+    let cfg = DepthEvalConfig::nyu().with_crop(Crop::None);
+    let report =
+        evaluate_dataset(&untrained().model, None, &data, 64, Device::Cpu, cfg, true).unwrap();
+    assert_eq!(report.images, 6);
+    assert_finite(&report);
+    let some = SourceConfig::SevenScenes {
+        root: dir.path().to_path_buf(),
+        frames: Some([1004, 1008]),
+    };
+    assert_eq!(
+        some.open((64, 64), ReaderOptions::default()).unwrap().len(),
+        2
+    );
 }

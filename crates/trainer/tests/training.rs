@@ -5,18 +5,19 @@
 use std::path::Path;
 
 use glassbox_trainer::TrainConfig;
-use glassbox_trainer::data::{self, Split};
+use glassbox_trainer::data;
+use glassbox_trainer::tensor::TensorBatch;
+use glassbox_trainer::train::logs::read_losses;
 use glassbox_trainer::train::{TrainError, TrainOptions, Trainer, depth_loss, train};
 use tch::Device;
 
 fn options(dir: &Path, resume: bool, stop_after: Option<usize>) -> TrainOptions {
     TrainOptions {
-        run_dir: dir.to_path_buf(),
         resume,
         quiet: true,
         stop_after,
         report: false,
-        interrupt: None,
+        ..TrainOptions::new(dir)
     }
 }
 
@@ -24,16 +25,22 @@ fn options(dir: &Path, resume: bool, stop_after: Option<usize>) -> TrainOptions 
 fn a_few_optimisation_steps_lower_the_loss_on_synthetic_scenes() {
     let mut config = TrainConfig::preset("test").unwrap();
     config.loss.loss = glassbox_losses::LossConfig::Silog(Default::default());
-    let set = data::load_split(&config.data, config.seed, Split::Train).unwrap();
+    // Four epochs of the eight training scenes: a few steps on one batch can go either way.
+    config.optim.steps = 16;
+    let data = data::open(&config).unwrap();
     let mut trainer = Trainer::new(&config, Device::Cpu).unwrap();
-    let fixed = set.batch(&[0, 1, 2, 3], &[false; 4], Device::Cpu);
+    let mut batches = data.train.train_batches(0);
+    let fixed = TensorBatch::new(
+        &data.train.train_batches(0).next().unwrap().unwrap(),
+        Device::Cpu,
+    );
     let loss_now = |t: &Trainer| {
-        let d = tch::no_grad(|| t.model.depth_t(&fixed.rgb, false)).unwrap();
+        let d = tch::no_grad(|| t.model.disparity_t(&fixed.rgb, false)).unwrap();
         depth_loss(&t.config, &d, &fixed).unwrap().double_value(&[])
     };
     let before = loss_now(&trainer);
     for _ in 0..config.optim.steps {
-        trainer.train_step(&set, "none").unwrap();
+        trainer.train_step(&mut batches, "none").unwrap();
     }
     let after = loss_now(&trainer);
     assert!(
@@ -64,7 +71,7 @@ fn resuming_after_step_k_gives_the_losses_of_an_uninterrupted_run() {
         );
     }
     // The log continues seamlessly: one line per step.
-    let logged = glassbox_trainer::train::read_losses(&split.path().join("metrics.jsonl"));
+    let logged = read_losses(&split.path().join("metrics.jsonl"));
     assert_eq!(logged.len(), config.optim.steps);
     // The run's wall time adds up over invocations: the first one's time is carried by the checkpoint.
     let carried = second.train_seconds - second.seconds;
@@ -87,7 +94,7 @@ fn an_interrupt_stops_after_the_current_step_with_a_checkpoint_to_resume_from() 
     // Raised from another thread once the first step is logged, as a Ctrl-C handler would.
     let log = dir.path().join("metrics.jsonl");
     let raiser = std::thread::spawn(move || {
-        while glassbox_trainer::train::read_losses(&log).is_empty() {
+        while read_losses(&log).is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -170,4 +177,85 @@ fn a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint() 
             "{f} changed"
         );
     }
+}
+
+#[test]
+fn a_misspelled_key_in_a_config_file_is_an_error_naming_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = TrainConfig::preset("test").unwrap().to_toml().unwrap();
+    for (from, to) in [
+        ("batch_size", "batchsize"),
+        ("eval_every", "eval_evry"),
+        ("hidden_size", "hiden_size"),
+        ("fusion_channels", "fusion_chanels"),
+        ("image_size", "img_size"),
+    ] {
+        let bad = text.replacen(from, to, 1);
+        assert_ne!(bad, text, "{from} is in the config");
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, bad).unwrap();
+        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(to) && err.contains("run.toml"),
+            "{from} -> {to}: {err}"
+        );
+    }
+}
+
+/// Writes `count` rendered scenes at 64 x 64 in `layout` with gen-data's writer.
+fn gen_data(dir: &Path, layout: glassbox_data::Layout, count: usize) {
+    let dataset = glassbox_data::SyntheticDataset::new(glassbox_data::SyntheticConfig::indoor(
+        64, 64, count, 11,
+    ))
+    .unwrap();
+    let options = glassbox_data::layout::WriteOptions {
+        layout,
+        test_fraction: 0.25,
+        sheet_rows: 1,
+    };
+    glassbox_data::layout::write_synthetic(&dataset, dir, options, &|| {}).unwrap();
+}
+
+fn steps_on(dir: &Path, dataset: glassbox_trainer::overrides::DatasetKind, split: Option<&str>) {
+    let mut config = TrainConfig::preset("test").unwrap();
+    config.optim.steps = 3;
+    let flags = glassbox_trainer::Overrides {
+        dataset: Some(dataset),
+        data_root: Some(dir.to_path_buf()),
+        split: split.map(|s| dir.join(s)),
+        ..Default::default()
+    };
+    flags.apply(&mut config).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let summary = train(&config, &options(run.path(), false, None)).unwrap();
+    assert_eq!(summary.steps, 3);
+    assert!(summary.losses.iter().all(|(_, l)| l.is_finite()));
+    let eval = summary.eval.expect("a final validation");
+    assert!(
+        eval.images >= 1 && eval.median.abs_rel.is_finite(),
+        "{eval:?}"
+    );
+}
+
+#[test]
+fn a_few_steps_train_on_a_gen_data_nyu_folder_and_on_a_kitti_folder() {
+    let nyu = tempfile::tempdir().unwrap();
+    gen_data(nyu.path(), glassbox_data::Layout::Nyu, 12);
+    steps_on(
+        nyu.path(),
+        glassbox_trainer::overrides::DatasetKind::Nyu,
+        None,
+    );
+    steps_on(
+        nyu.path(),
+        glassbox_trainer::overrides::DatasetKind::Nyu,
+        Some("train.txt"),
+    );
+    let kitti = tempfile::tempdir().unwrap();
+    gen_data(kitti.path(), glassbox_data::Layout::Kitti, 12);
+    steps_on(
+        kitti.path(),
+        glassbox_trainer::overrides::DatasetKind::Kitti,
+        None,
+    );
 }

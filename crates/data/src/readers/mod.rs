@@ -1,11 +1,14 @@
-//! Readers for the real datasets (DESIGN.md section 10): NYU-v2 "sync" (RGB JPEG + 16-bit depth
-//! PNG in millimetres), KITTI (RGB PNG + 16-bit depth PNG, value / 256 m, Eigen split lists, Garg
-//! and KB crops), 7-Scenes (`frame-NNNNNN.color.jpg` + `.depth.png` in mm, contiguous-block
-//! splits) and ADE20K-style image + 8-bit label PNG pairs. In every depth format 0 means invalid.
+//! Readers for the real datasets (see `docs/data.md`): NYU-v2 "sync" (RGB JPEG + 16-bit depth PNG
+//! in millimetres), KITTI (RGB PNG + 16-bit depth PNG, value / 256 m, Eigen split lists, Garg and
+//! KB crops), 7-Scenes sequence folders (`frame-NNNNNN.color.jpg` + `.depth.png` in mm), ADE20K
+//! (image + 8-bit label PNG, class 0 "other" read as the ignore label) and a generic folder of RGB
+//! with 16-bit depth and/or label PNGs. In every depth format 0 means invalid.
 //!
-//! All of them are one [`FileDataset`]: a list of file triples plus the depth scale and a crop.
-//! Opening checks that listed files exist; decoding happens in [`Dataset::get`], which returns a
-//! typed error naming the file for anything wrong (the batch loader's `skip_bad` skips and counts).
+//! All of them are one [`FileDataset`]: a list of file triples plus the depth scale, the label
+//! coding and a crop. Opening scans folders or reads the split list and checks that listed files
+//! exist; decoding happens in [`Dataset::get`], which returns a typed error naming the file for
+//! anything wrong (the loader's `skip_bad` skips and counts). `SourceConfig` in `source.rs` is the
+//! configured way to open them.
 
 pub mod split;
 
@@ -17,7 +20,7 @@ use ndarray::{Array2, s};
 
 use crate::error::{DataError, Result};
 use crate::io::{read_depth_png, read_labels_png, read_rgb};
-use crate::sample::{Dataset, Sample, validate_depth};
+use crate::sample::{Dataset, IGNORE_LABEL, Sample, validate_depth};
 pub use split::{SplitEntry, format_split, parse_split, read_split};
 
 /// NYU-v2 depth PNG scale: value / 1000 = metres.
@@ -26,6 +29,8 @@ pub const NYU_DEPTH_SCALE: f32 = 1.0 / 1000.0;
 pub const KITTI_DEPTH_SCALE: f32 = 1.0 / 256.0;
 /// 7-Scenes depth PNG scale: millimetres.
 pub const SEVEN_SCENES_DEPTH_SCALE: f32 = 1.0 / 1000.0;
+/// 7-Scenes focal length in pixels (fx = fy of the Kinect colour camera, `camera-intrinsics.txt`).
+pub const SEVEN_SCENES_FOCAL: f32 = 585.0;
 
 /// Per-reader options.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -59,6 +64,8 @@ pub struct FileDataset {
     depth_scale: f32,
     options: ReaderOptions,
     skipped: Vec<(PathBuf, String)>,
+    /// ADE20K coding: 0 ("other") becomes the ignore label and class k becomes k - 1.
+    reduce_zero_label: bool,
 }
 
 impl FileDataset {
@@ -97,6 +104,7 @@ impl FileDataset {
             depth_scale,
             options,
             skipped,
+            reduce_zero_label: false,
         })
     }
 
@@ -126,22 +134,18 @@ impl FileDataset {
         Self::from_split(list, root, root, NYU_DEPTH_SCALE, options)
     }
 
-    /// All NYU-v2 sync samples in one folder: `rgb_XXXXX.jpg` with `sync_depth_XXXXX.png` beside
-    /// it and, when present, `label_XXXXX.png` (written by `gen-data`), sorted by name.
-    pub fn nyu_dir(dir: &Path, options: ReaderOptions) -> Result<Self> {
-        let entries = list_dir(dir)?
-            .into_iter()
-            .filter_map(|name| {
-                let id = name.strip_prefix("rgb_")?.strip_suffix(".jpg")?.to_string();
-                let labels = dir.join(format!("label_{id}.png"));
-                Some(FileEntry {
-                    rgb: dir.join(&name),
-                    depth: Some(dir.join(format!("sync_depth_{id}.png"))),
-                    labels: labels.is_file().then_some(labels),
-                    focal: None,
-                })
-            })
-            .collect();
+    /// All NYU-v2 sync samples under `root`, in `root` itself and in its immediate subfolders (the
+    /// scene folders of the sync release): every `rgb_X.jpg` that has its `sync_depth_X.png`, with
+    /// `label_X.png` when present, sorted by relative path.
+    pub fn nyu_dir(root: &Path, options: ReaderOptions) -> Result<Self> {
+        let mut entries = nyu_pairs(root)?;
+        for name in list_dir(root)? {
+            let sub = root.join(&name);
+            if sub.is_dir() {
+                entries.extend(nyu_pairs(&sub)?);
+            }
+        }
+        entries.sort_by(|a, b| a.rgb.cmp(&b.rgb));
         Self::from_entries(entries, NYU_DEPTH_SCALE, options)
     }
 
@@ -156,44 +160,61 @@ impl FileDataset {
         Self::from_split(list, rgb_root, depth_root, KITTI_DEPTH_SCALE, options)
     }
 
-    /// KITTI samples from two folders of equally named PNGs (`rgb/` and `depth/`, as in the
-    /// project's kitti-samples), plus an optional folder of label PNGs.
-    pub fn kitti_dirs(
-        rgb_dir: &Path,
-        depth_dir: &Path,
-        label_dir: Option<&Path>,
-        options: ReaderOptions,
-    ) -> Result<Self> {
-        let entries = list_dir(rgb_dir)?
+    /// KITTI samples in the layout gen-data writes (and the project's kitti-samples use): every
+    /// `root/rgb/NAME.png` with `root/depth/NAME.png`, plus `root/label/NAME.png` when `root/label`
+    /// exists.
+    pub fn kitti_dir(root: &Path, options: ReaderOptions) -> Result<Self> {
+        let (rgb_dir, depth_dir, label_dir) =
+            (root.join("rgb"), root.join("depth"), root.join("label"));
+        let has_labels = label_dir.is_dir();
+        let entries = list_dir(&rgb_dir)?
             .into_iter()
             .filter(|n| n.ends_with(".png"))
             .map(|name| FileEntry {
                 rgb: rgb_dir.join(&name),
                 depth: Some(depth_dir.join(&name)),
-                labels: label_dir.map(|d| d.join(&name)),
+                labels: has_labels.then(|| label_dir.join(&name)),
                 focal: None,
             })
             .collect();
         Self::from_entries(entries, KITTI_DEPTH_SCALE, options)
     }
 
-    /// 7-Scenes frames `frames` of one sequence folder (`frame-NNNNNN.color.jpg` and
-    /// `.depth.png`, millimetres). Use contiguous ranges for train/val (see [`SevenScenesSplit`]):
-    /// neighbouring frames of a 30 fps sequence are near-duplicates.
-    pub fn seven_scenes(dir: &Path, frames: Range<usize>, options: ReaderOptions) -> Result<Self> {
-        let entries = frames
-            .map(|i| FileEntry {
-                rgb: dir.join(format!("frame-{i:06}.color.jpg")),
-                depth: Some(dir.join(format!("frame-{i:06}.depth.png"))),
-                labels: None,
-                focal: Some(585.0),
+    /// The frames of one 7-Scenes sequence folder found on disk: every `frame-N.color.jpg` that has
+    /// its `frame-N.depth.png` (millimetres), whatever the numbering and with gaps allowed, sorted
+    /// by frame number; with `frames`, only numbers in that range.
+    pub fn seven_scenes(
+        dir: &Path,
+        frames: Option<Range<usize>>,
+        options: ReaderOptions,
+    ) -> Result<Self> {
+        let mut numbered: Vec<(usize, FileEntry)> = list_dir(dir)?
+            .into_iter()
+            .filter_map(|name| {
+                let digits = name.strip_prefix("frame-")?.strip_suffix(".color.jpg")?;
+                let number: usize = digits.parse().ok()?;
+                let depth = dir.join(format!("frame-{digits}.depth.png"));
+                let wanted = frames.as_ref().is_none_or(|r| r.contains(&number));
+                (wanted && depth.is_file()).then(|| {
+                    let entry = FileEntry {
+                        rgb: dir.join(&name),
+                        depth: Some(depth),
+                        labels: None,
+                        focal: Some(SEVEN_SCENES_FOCAL),
+                    };
+                    (number, entry)
+                })
             })
             .collect();
+        numbered.sort_by_key(|(number, _)| *number);
+        let entries = numbered.into_iter().map(|(_, entry)| entry).collect();
         Self::from_entries(entries, SEVEN_SCENES_DEPTH_SCALE, options)
     }
 
     /// ADE20K-style segmentation pairs: every `images_dir/NAME.jpg` (or `.png`) with
-    /// `labels_dir/NAME.png` (8-bit, 0 = ignore). Samples have no depth (mask all false).
+    /// `labels_dir/NAME.png`. The label PNGs use ADE20K's coding (0 = "other", classes 1..=150);
+    /// they are read as 0 -> ignore, k -> k - 1, 255 stays ignore (mmseg's `reduce_zero_label`).
+    /// Samples have no depth (mask all false).
     pub fn ade20k(images_dir: &Path, labels_dir: &Path, options: ReaderOptions) -> Result<Self> {
         let entries = list_dir(images_dir)?
             .into_iter()
@@ -209,7 +230,43 @@ impl FileDataset {
                 })
             })
             .collect();
-        Self::from_entries(entries, 1.0, options)
+        let mut dataset = Self::from_entries(entries, 1.0, options)?;
+        dataset.reduce_zero_label = true;
+        Ok(dataset)
+    }
+
+    /// A generic folder: every `root/rgb/STEM.{png,jpg,jpeg}` with `root/depth/STEM.png` (16-bit,
+    /// metres = value * `depth_scale`) and/or `root/labels/STEM.png` (8-bit, stored ids, 255 =
+    /// ignore); an image with neither is left out. `depth_scale` must be positive and finite.
+    pub fn folder(root: &Path, depth_scale: f32, options: ReaderOptions) -> Result<Self> {
+        if !(depth_scale.is_finite() && depth_scale > 0.0) {
+            return Err(DataError::Config(format!(
+                "folder {}: depth_scale {depth_scale} must be positive",
+                root.display()
+            )));
+        }
+        let rgb_dir = root.join("rgb");
+        let entries = list_dir(&rgb_dir)?
+            .into_iter()
+            .filter_map(|name| {
+                let (stem, ext) = name.rsplit_once('.')?;
+                if !["png", "jpg", "jpeg"].contains(&ext.to_ascii_lowercase().as_str()) {
+                    return None;
+                }
+                let existing = |dir: &str| {
+                    let path = root.join(dir).join(format!("{stem}.png"));
+                    path.is_file().then_some(path)
+                };
+                let (depth, labels) = (existing("depth"), existing("labels"));
+                (depth.is_some() || labels.is_some()).then(|| FileEntry {
+                    rgb: rgb_dir.join(&name),
+                    depth,
+                    labels,
+                    focal: None,
+                })
+            })
+            .collect();
+        Self::from_entries(entries, depth_scale, options)
     }
 
     /// The files of each sample, in dataset order.
@@ -249,8 +306,11 @@ impl FileDataset {
         };
         let labels = match &entry.labels {
             Some(path) => {
-                let labels = read_labels_png(path)?;
+                let mut labels = read_labels_png(path)?;
                 check(path, labels.dim())?;
+                if self.reduce_zero_label {
+                    labels.mapv_inplace(reduce_zero_label);
+                }
                 Some(labels)
             }
             None => None,
@@ -279,25 +339,33 @@ impl Dataset for FileDataset {
     }
 }
 
-/// Contiguous-block train/validation frame ranges for a 7-Scenes sequence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SevenScenesSplit {
-    /// Training frames.
-    pub train: Range<usize>,
-    /// Validation frames.
-    pub val: Range<usize>,
-}
-
-impl Default for SevenScenesSplit {
-    /// Frames 0-499 train, 500-599 validation: the 600-frame redkitchen sample in shared data.
-    fn default() -> Self {
-        SevenScenesSplit {
-            train: 0..500,
-            val: 500..600,
-        }
+/// ADE20K's label coding to ours: 0 ("other") and 255 are ignored, class k in 1..=254 becomes k - 1.
+fn reduce_zero_label(label: u8) -> u8 {
+    match label {
+        0 | IGNORE_LABEL => IGNORE_LABEL,
+        k => k - 1,
     }
 }
 
+/// The NYU sync pairs directly in `dir`, labels attached when present.
+fn nyu_pairs(dir: &Path) -> Result<Vec<FileEntry>> {
+    Ok(list_dir(dir)?
+        .into_iter()
+        .filter_map(|name| {
+            let id = name.strip_prefix("rgb_")?.strip_suffix(".jpg")?;
+            let depth = dir.join(format!("sync_depth_{id}.png"));
+            let labels = dir.join(format!("label_{id}.png"));
+            depth.is_file().then(|| FileEntry {
+                rgb: dir.join(&name),
+                depth: Some(depth),
+                labels: labels.is_file().then_some(labels),
+                focal: None,
+            })
+        })
+        .collect())
+}
+
+/// The names in `dir`, sorted.
 fn list_dir(dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| DataError::io(dir, e))?
@@ -384,6 +452,15 @@ mod tests {
         }
         assert_eq!(sample.mask.dim(), (240, 320));
         assert!(sample.mask.iter().all(|&m| m));
+    }
+
+    #[test]
+    fn ade20k_other_becomes_ignore_and_classes_shift_down_by_one() {
+        let mapped: Vec<u8> = [0u8, 1, 150, 254, 255]
+            .into_iter()
+            .map(reduce_zero_label)
+            .collect();
+        assert_eq!(mapped, [IGNORE_LABEL, 0, 149, 253, IGNORE_LABEL]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Vectors, the pinhole camera and analytic ray-primitive intersections of the synthetic renderer.
 //! Rays are not normalised: a camera ray has direction `R (u', v', 1)` in camera coordinates, so
-//! the ray parameter `t` of a hit *is* its z-depth along the optical axis (DESIGN.md section 10),
+//! the ray parameter `t` of a hit *is* its z-depth along the optical axis (see `docs/data.md`),
 //! and the Euclidean distance is `t * |(u', v', 1)|`.
 
 use std::ops::{Add, Mul, Neg, Sub};

@@ -1,4 +1,4 @@
-//! The synthetic RGB-D-S renderer, the project's embedded default dataset (DESIGN.md section 10):
+//! The synthetic RGB-D-S renderer, the project's embedded default dataset (see `docs/data.md`):
 //! random indoor (NYU-like) and outdoor (KITTI-like) scenes of analytic primitives, ray-cast
 //! through a pinhole camera with Lambertian shading, hard shadows, procedural textures and (outdoor)
 //! aerial haze, so the monocular cues are real: perspective, occlusion, texture gradient, shading.
@@ -22,43 +22,43 @@ use geometry::{Camera, Hit, Prepared, SHADOW_EPS, Shape, Vec3};
 use texture::Texture;
 
 /// The semantic classes of the synthetic scenes: one list for both families, so a model trained on
-/// a mix sees consistent ids. 0 is void/ignore, as in ADE20K.
+/// a mix sees consistent ids. Ids start at 0 (as ADE20K's once reduced, and as cross-entropy wants);
+/// pixels that belong to no class are [`IGNORE_LABEL`](crate::IGNORE_LABEL).
 pub mod classes {
-    /// Void: ignored by losses and metrics.
-    pub const VOID: u8 = 0;
     /// Indoor floor.
-    pub const FLOOR: u8 = 1;
+    pub const FLOOR: u8 = 0;
     /// Indoor wall.
-    pub const WALL: u8 = 2;
+    pub const WALL: u8 = 1;
     /// Indoor ceiling.
-    pub const CEILING: u8 = 3;
+    pub const CEILING: u8 = 2;
     /// Box (indoor furniture-like cuboid).
-    pub const BOX: u8 = 4;
+    pub const BOX: u8 = 3;
     /// Sphere.
-    pub const SPHERE: u8 = 5;
+    pub const SPHERE: u8 = 4;
     /// Cylinder.
-    pub const CYLINDER: u8 = 6;
+    pub const CYLINDER: u8 = 5;
     /// Road surface.
-    pub const ROAD: u8 = 7;
+    pub const ROAD: u8 = 6;
     /// Lane marking on the road.
-    pub const LANE: u8 = 8;
+    pub const LANE: u8 = 7;
     /// Sidewalk / verge beside the road.
-    pub const SIDEWALK: u8 = 9;
+    pub const SIDEWALK: u8 = 8;
     /// Building.
-    pub const BUILDING: u8 = 10;
+    pub const BUILDING: u8 = 9;
     /// Car.
-    pub const CAR: u8 = 11;
+    pub const CAR: u8 = 10;
     /// Pole.
-    pub const POLE: u8 = 12;
+    pub const POLE: u8 = 11;
     /// Tree (trunk and crown).
-    pub const VEGETATION: u8 = 13;
+    pub const VEGETATION: u8 = 12;
     /// Sky (depth invalid).
-    pub const SKY: u8 = 14;
-    /// Number of classes including void.
-    pub const NUM_CLASSES: usize = 15;
+    pub const SKY: u8 = 13;
+    /// Void, a ray that hits nothing in a scene without sky: the ignore label, not a class.
+    pub const VOID: u8 = crate::sample::IGNORE_LABEL;
+    /// Number of real classes (the segmentation head's output channels); void is not counted.
+    pub const COUNT: usize = 14;
     /// Class names, indexed by id.
-    pub const NAMES: [&str; NUM_CLASSES] = [
-        "void",
+    pub const NAMES: [&str; COUNT] = [
         "floor",
         "wall",
         "ceiling",
@@ -165,7 +165,7 @@ pub struct Object {
 
 impl Object {
     /// An object of one class with one texture (everything but the road, which is a
-    /// [`Surface::Road`]).
+    /// [`Surface::Street`]).
     fn solid(class: u8, texture: Texture, shape: Shape) -> Object {
         Object {
             shape,
@@ -393,7 +393,7 @@ pub fn render(
     let mut rgb = Array3::<f32>::zeros((3, height, width));
     let mut depth = Array2::<f32>::zeros((height, width));
     let mut mask = Array2::from_elem((height, width), false);
-    let mut labels = Array2::<u8>::zeros((height, width));
+    let mut labels = Array2::<u8>::from_elem((height, width), classes::VOID);
     let seed = (noise_seed ^ (noise_seed >> 32)) as u32;
     for (y, row) in rows.iter().enumerate() {
         for (x, px) in row.iter().enumerate() {

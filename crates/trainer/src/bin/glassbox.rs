@@ -1,7 +1,8 @@
-//! `glassbox`: train, evaluate and run DPT depth models (DESIGN.md section 11).
+//! `glassbox`: train, evaluate and run DPT depth models (`docs/training.md`). A thin layer over
+//! glassbox-trainer: parse flags, call the library, print where things went.
 //!
-//! - `glassbox train [--preset default|sevenscenes] [--config FILE] [overrides] [--resume]`
-//! - `glassbox eval --checkpoint runs/NAME/best.safetensors --dataset nyu|kitti|sevenscenes|synthetic --root PATH`
+//! - `glassbox train [--preset default|sevenscenes|test] [--config FILE] [overrides] [--resume]`
+//! - `glassbox eval --checkpoint C --dataset nyu|kitti|sevenscenes|folder|synthetic --root PATH`
 //! - `glassbox predict --checkpoint C [--depth16] [--attention-layer L --token T] IMAGES...`
 //! - `glassbox report RUN_DIR... [--out DIR]` (spectral figures and index.html)
 //! - `glassbox ablate [--grid default|full|FILE] [--out DIR]` (a resumable ablation grid)
@@ -11,15 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
-use glassbox_attention::AttentionKind;
-use glassbox_losses::LossConfig;
-use glassbox_metrics::DepthEvalConfig;
+use clap::{Parser, Subcommand};
+use glassbox_data::{ReaderOptions, SourceConfig};
+use glassbox_metrics::{Crop, DepthEvalConfig};
 use glassbox_trainer::ablate::{self, AblateOptions, Grid};
 use glassbox_trainer::config::TrainConfig;
+use glassbox_trainer::eval;
+use glassbox_trainer::overrides::{DatasetKind, Overrides};
 use glassbox_trainer::predict::{self, PredictOptions};
 use glassbox_trainer::train::{TrainOptions, resolve_device};
-use glassbox_trainer::{data, eval};
 
 #[derive(Parser)]
 #[command(
@@ -31,73 +32,21 @@ struct Cli {
     command: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Attention {
-    Standard,
-    Svda,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LossKind {
-    Midas,
-    Silog,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum EvalDataset {
-    Nyu,
-    Kitti,
-    Sevenscenes,
-    Synthetic,
-}
-
 #[derive(Subcommand)]
 enum Cmd {
     /// Train a model; the run folder gets config.toml, logs, checkpoints and a report.
     Train {
-        /// Named preset: default (dpt-tiny, synthetic indoor) or sevenscenes.
+        /// Named preset: default (dpt-tiny, synthetic indoor), sevenscenes or test.
         #[arg(long, default_value = "default")]
         preset: String,
         /// A TOML file with a whole configuration (replaces the preset).
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long, value_enum)]
-        attention: Option<Attention>,
-        /// Training loss: midas (SSI + gradient, disparity) or silog (depth = 1 / disparity).
-        #[arg(long, value_enum)]
-        loss: Option<LossKind>,
-        #[arg(long)]
-        steps: Option<usize>,
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Gradient accumulation: micro-batches per update.
-        #[arg(long)]
-        accumulate: Option<usize>,
-        /// Decoder learning rate; the backbone's keeps its ratio to it.
-        #[arg(long)]
-        lr: Option<f64>,
-        /// Learning rate of SVDA's sigma (default: the backbone's).
-        #[arg(long)]
-        lr_sigma: Option<f64>,
-        /// Square image size, or HxW.
-        #[arg(long)]
-        image_size: Option<String>,
-        /// 7-Scenes sequence folder (sevenscenes preset).
-        #[arg(long)]
-        data_root: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
         /// Folder holding run folders.
         #[arg(long, default_value = "runs")]
         run_dir: PathBuf,
-        /// Run name (the run folder is RUN_DIR/NAME).
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long)]
-        seed: Option<u64>,
-        /// auto, cpu, cuda or cuda:N.
-        #[arg(long)]
-        device: Option<String>,
-        #[arg(long)]
-        threads: Option<usize>,
         /// No progress bar or log lines; only the final table.
         #[arg(long)]
         quiet: bool,
@@ -105,17 +54,9 @@ enum Cmd {
         #[arg(long)]
         resume: bool,
     },
-    /// Evaluate a checkpoint on a benchmark folder and write the metric table beside it.
-    Eval {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        #[arg(long, value_enum)]
-        dataset: EvalDataset,
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long, default_value = "auto")]
-        device: String,
-    },
+    /// Evaluate a checkpoint on a benchmark folder (every frame present, or a split or frame
+    /// range) and write the metric table beside it.
+    Eval(EvalArgs),
     /// Write colour-mapped depth (and optionally attention) PNGs for images.
     Predict {
         #[arg(long)]
@@ -126,7 +67,8 @@ enum Cmd {
         /// Also write 16-bit depth PNGs (relative depth, median 1000).
         #[arg(long)]
         depth16: bool,
-        /// Encoder layer (0-based) of the attention map.
+        /// Encoder layer (1-based, as the hooks and the spectral figures number them) of the
+        /// attention map.
         #[arg(long, requires = "token")]
         attention_layer: Option<usize>,
         /// Query token of the attention map (0 = readout, 1.. = patches row-major).
@@ -141,8 +83,8 @@ enum Cmd {
     /// skipped, a partial run resumes, Ctrl-C stops with a checkpoint. Writes results.csv,
     /// runs.csv, results.md and figures/ in OUT/<grid name>.
     Ablate {
-        /// A shipped grid (default: standard vs SVDA x 3 readouts x 2 seeds, about 30 min on 2
-        /// cores; full: 54 runs) or a grid TOML file.
+        /// A shipped grid (default: standard vs SVDA x 3 readouts x 2 seeds; full: 54 runs) or
+        /// a grid TOML file.
         #[arg(long, default_value = "default")]
         grid: String,
         /// Folder holding ablation folders.
@@ -168,19 +110,41 @@ enum Cmd {
     },
 }
 
-fn parse_size(text: &str) -> Result<[usize; 2]> {
-    let parse = |s: &str| {
-        s.trim()
-            .parse::<usize>()
-            .with_context(|| format!("bad image size {text:?}"))
-    };
-    Ok(match text.split_once(['x', 'X']) {
-        Some((h, w)) => [parse(h)?, parse(w)?],
-        None => {
-            let s = parse(text)?;
-            [s, s]
-        }
-    })
+/// The flags of `glassbox eval`.
+#[derive(clap::Args)]
+struct EvalArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, value_enum)]
+    dataset: DatasetKind,
+    #[arg(long)]
+    root: PathBuf,
+    /// Split list (NYU, KITTI) to score instead of every image in the folder.
+    #[arg(long)]
+    split: Option<PathBuf>,
+    /// 7-Scenes frame numbers FIRST..END (end excluded) instead of every frame found.
+    #[arg(long, value_parser = parse_range)]
+    frames: Option<[usize; 2]>,
+    /// Metres per unit of a folder dataset's 16-bit depth PNGs.
+    #[arg(long, default_value_t = 0.001)]
+    depth_scale: f32,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_range(text: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("frame range {text:?}: expected FIRST..END, e.g. 0..600");
+    let (a, b) = text.split_once("..").ok_or_else(bad)?;
+    let (a, b) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a >= b {
+        return Err(bad());
+    }
+    Ok([a, b])
 }
 
 /// A flag Ctrl-C sets, so training stops after the current update with a checkpoint; a second
@@ -198,156 +162,158 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+fn train(
+    preset: String,
+    config: Option<PathBuf>,
+    overrides: Overrides,
+    run_dir: PathBuf,
+    quiet: bool,
+    resume: bool,
+) -> Result<()> {
+    let mut cfg = match &config {
+        Some(path) => TrainConfig::from_file(path)?,
+        None => TrainConfig::preset(&preset)?,
+    };
+    let name = overrides.name.clone().unwrap_or_else(|| cfg.name.clone());
+    let dir = run_dir.join(&name);
+    if resume {
+        cfg = TrainConfig::from_file(&dir.join("config.toml"))
+            .with_context(|| format!("--resume needs the run folder {}", dir.display()))?;
+    }
+    overrides.apply(&mut cfg)?;
+    let options = TrainOptions {
+        resume,
+        quiet,
+        interrupt: Some(interrupt_flag()?),
+        ..TrainOptions::new(dir)
+    };
+    let summary = glassbox_trainer::train(&cfg, &options)?;
+    if summary.interrupted {
+        println!(
+            "interrupted at step {} of {}; continue with `glassbox train --name {} --resume`",
+            summary.steps, cfg.optim.steps, cfg.name
+        );
+        std::process::exit(130);
+    }
+    if let Some(report) = &summary.eval {
+        println!("\n{}", report.markdown());
+    }
+    if summary.skipped_samples > 0 {
+        println!(
+            "{} samples failed to load and were skipped",
+            summary.skipped_samples
+        );
+    }
+    println!(
+        "{} steps in {:.1} s ({:.1} s of updates, {:.1} images/s); run folder {} (report.md, \
+         loss_curve.png, contact_sheet.png, last.safetensors, best.safetensors)",
+        summary.steps,
+        summary.seconds,
+        summary.update_seconds,
+        summary.images_per_second,
+        summary.run_dir.display()
+    );
+    Ok(())
+}
+
+fn evaluate(args: EvalArgs) -> Result<()> {
+    let EvalArgs {
+        checkpoint,
+        dataset,
+        root,
+        split,
+        frames,
+        depth_scale,
+        device,
+        quiet,
+    } = args;
+    let device = resolve_device(&device)?;
+    let loaded = predict::load_checkpoint(&checkpoint, device)?;
+    let relative = DepthEvalConfig::nyu().with_crop(Crop::None);
+    let (source, protocol, kind) = match dataset {
+        DatasetKind::Nyu => (
+            SourceConfig::Nyu {
+                root: root.clone(),
+                split,
+            },
+            DepthEvalConfig::nyu(),
+            "nyu",
+        ),
+        DatasetKind::Kitti => (
+            SourceConfig::Kitti {
+                root: root.clone(),
+                split,
+                depth_root: None,
+            },
+            DepthEvalConfig::kitti(),
+            "kitti",
+        ),
+        DatasetKind::Sevenscenes => (
+            SourceConfig::SevenScenes {
+                root: root.clone(),
+                frames,
+            },
+            relative,
+            "sevenscenes",
+        ),
+        DatasetKind::Folder => (
+            SourceConfig::Folder {
+                root: root.clone(),
+                depth_scale,
+            },
+            relative,
+            "folder",
+        ),
+        // Rendered scenes on disk are gen-data's NYU layout at any size: no Eigen crop.
+        DatasetKind::Synthetic => (
+            SourceConfig::Nyu {
+                root: root.clone(),
+                split,
+            },
+            relative,
+            "synthetic",
+        ),
+    };
+    let [h, w] = loaded.config.data.image_size;
+    let files = source
+        .open((h, w), ReaderOptions::default())
+        .with_context(|| format!("opening {}", source.describe()))?;
+    let report = eval::evaluate_dataset(
+        &loaded.model,
+        loaded.config.output_map().as_ref(),
+        &files,
+        h.min(w),
+        device,
+        protocol,
+        quiet,
+    )?;
+    let table = format!(
+        "# Evaluation of {} on {}\n\n{}",
+        checkpoint.display(),
+        source.describe(),
+        report.markdown()
+    );
+    println!("{table}");
+    let out = checkpoint
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("eval_{kind}.md"));
+    std::fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
+    println!("written to {}", out.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Train {
             preset,
             config,
-            attention,
-            loss,
-            steps,
-            batch_size,
-            accumulate,
-            lr,
-            lr_sigma,
-            image_size,
-            data_root,
+            overrides,
             run_dir,
-            name,
-            seed,
-            device,
-            threads,
             quiet,
             resume,
-        } => {
-            let mut cfg = match &config {
-                Some(path) => TrainConfig::from_file(path)?,
-                None => TrainConfig::preset(&preset)?,
-            };
-            if let Some(name) = name {
-                cfg.name = name;
-            }
-            let dir = run_dir.join(&cfg.name);
-            if resume {
-                cfg = TrainConfig::from_file(&dir.join("config.toml"))
-                    .with_context(|| format!("--resume needs the run folder {}", dir.display()))?;
-            }
-            if let Some(a) = attention {
-                cfg.set_attention(match a {
-                    Attention::Standard => AttentionKind::Standard,
-                    Attention::Svda => AttentionKind::Svda,
-                });
-            }
-            if let Some(kind) = loss {
-                cfg.loss.loss = match kind {
-                    LossKind::Midas => LossConfig::Midas(Default::default()),
-                    LossKind::Silog => LossConfig::Silog(Default::default()),
-                };
-            }
-            if let Some(v) = steps {
-                cfg.optim.steps = v;
-            }
-            if let Some(v) = batch_size {
-                cfg.optim.batch_size = v;
-            }
-            if let Some(v) = accumulate {
-                cfg.optim.accumulate = v;
-            }
-            if let Some(v) = lr {
-                let ratio = cfg.optim.lr_backbone / cfg.optim.lr_decoder;
-                cfg.optim.lr_decoder = v;
-                cfg.optim.lr_backbone = v * ratio;
-            }
-            if lr_sigma.is_some() {
-                cfg.optim.lr_sigma = lr_sigma;
-            }
-            if let Some(s) = image_size {
-                cfg.data.image_size = parse_size(&s)?;
-            }
-            if let Some(root) = data_root {
-                cfg.set_data_root(root).context("--data-root")?;
-            }
-            if let Some(v) = seed {
-                cfg.seed = v;
-            }
-            if let Some(v) = device {
-                cfg.device = v;
-            }
-            if let Some(v) = threads {
-                cfg.threads = v;
-            }
-            cfg.validate()?;
-            let options = TrainOptions {
-                run_dir: dir.clone(),
-                resume,
-                quiet,
-                stop_after: None,
-                report: true,
-                interrupt: Some(interrupt_flag()?),
-            };
-            let summary = glassbox_trainer::train(&cfg, &options)?;
-            if summary.interrupted {
-                println!(
-                    "interrupted at step {} of {}; continue with `glassbox train --name {} --resume`",
-                    summary.steps, cfg.optim.steps, cfg.name
-                );
-                std::process::exit(130);
-            }
-            if let Some(report) = &summary.eval {
-                println!("\n{}", report.markdown());
-            }
-            println!(
-                "{} steps in {:.1} s; run folder {} (report.md, loss_curve.png, contact_sheet.png, \
-                 last.safetensors, best.safetensors)",
-                summary.steps,
-                summary.seconds,
-                summary.run_dir.display()
-            );
-        }
-        Cmd::Eval {
-            checkpoint,
-            dataset,
-            root,
-            device,
-        } => {
-            let device = resolve_device(&device)?;
-            let loaded = predict::load_checkpoint(&checkpoint, device)?;
-            let (kind, protocol) = match dataset {
-                EvalDataset::Nyu => ("nyu", DepthEvalConfig::nyu()),
-                EvalDataset::Kitti => ("kitti", DepthEvalConfig::kitti()),
-                EvalDataset::Sevenscenes => (
-                    "sevenscenes",
-                    DepthEvalConfig::nyu().with_crop(glassbox_metrics::Crop::None),
-                ),
-                EvalDataset::Synthetic => (
-                    "synthetic",
-                    DepthEvalConfig::nyu().with_crop(glassbox_metrics::Crop::None),
-                ),
-            };
-            let files = data::open_eval_dataset(kind, &root)?;
-            let short = loaded.config.data.image_size[0].min(loaded.config.data.image_size[1]);
-            let report = eval::evaluate_files(
-                &loaded.model,
-                loaded.config.output_map().as_ref(),
-                &files,
-                short,
-                device,
-                protocol,
-            )?;
-            let table = format!(
-                "# Evaluation of {} on {kind} ({})\n\n{}",
-                checkpoint.display(),
-                root.display(),
-                report.markdown()
-            );
-            println!("{table}");
-            let out = checkpoint
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(format!("eval_{kind}.md"));
-            std::fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
-            println!("written to {}", out.display());
-        }
+        } => train(preset, config, overrides, run_dir, quiet, resume)?,
+        Cmd::Eval(args) => evaluate(args)?,
         Cmd::Predict {
             checkpoint,
             out,

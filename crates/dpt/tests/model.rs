@@ -1,8 +1,8 @@
 //! Model assembly: presets, parameter counts against the paper, non-square inputs, errors.
 
 use glassbox_attention::AttentionKind;
-use glassbox_trainer::model::parameter_count;
-use glassbox_trainer::{Dpt, DptConfig, HeadConfig};
+use glassbox_dpt::parameter_count;
+use glassbox_dpt::{Dpt, DptConfig, HeadConfig};
 use tch::{Device, Kind, Tensor, nn};
 
 fn count(config: &DptConfig) -> i64 {
@@ -57,7 +57,7 @@ fn non_square_inputs_give_depth_at_the_input_resolution() {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Dpt::new(&vs.root(), &config).unwrap();
     let images = Tensor::randn([2, 3, 64, 112], (Kind::Float, Device::Cpu));
-    let depth = model.depth_t(&images, false).unwrap();
+    let depth = model.disparity_t(&images, false).unwrap();
     assert_eq!(depth.size(), [2, 64, 112]);
     assert!(bool::try_from(depth.isfinite().all()).unwrap());
     assert!(
@@ -90,14 +90,14 @@ fn presets_are_named_and_unknown_names_are_refused() {
         "{msg}"
     );
     let mut c = DptConfig::dpt_tiny();
-    c.decoder.hidden_size = 384;
+    c.encoder.hooks = vec![3, 6, 9];
     assert!(
         Dpt::new(&nn::VarStore::new(Device::Cpu).root(), &c)
             .unwrap_err()
             .to_string()
-            .contains("192")
+            .contains("reassembles 4 hooks")
     );
-    assert_eq!(c.head, HeadConfig::Depth);
+    assert_eq!(c.head, HeadConfig::Depth {});
 }
 
 #[test]
@@ -112,7 +112,9 @@ fn a_checkpoint_that_does_not_fit_is_refused_with_the_missing_tensors() {
     .unwrap();
     let mut vs = nn::VarStore::new(Device::Cpu);
     Dpt::new(&vs.root(), &DptConfig::dpt_tiny()).unwrap();
-    let msg = Dpt::load_hf_dpt(&mut vs, &path).unwrap_err().to_string();
+    let msg = glassbox_dpt::import::load_hf_dpt(&mut vs, &path)
+        .unwrap_err()
+        .to_string();
     assert!(
         msg.contains("missing") && msg.contains("neck.bogus.weight"),
         "{msg}"

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use glassbox_trainer::{Dpt, DptConfig};
+use glassbox_dpt::{Dpt, DptConfig};
 use tch::{Device, Kind, Tensor, nn};
 
 const MAX_RELATIVE_ERROR: f64 = 1e-4;
@@ -58,7 +58,8 @@ fn check_parity(readout: &str, input: i64) {
 
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = Dpt::new(&vs.root(), &config).unwrap();
-    let report = Dpt::load_hf_dpt(&mut vs, dir.path().join("model.safetensors")).unwrap();
+    let report =
+        glassbox_dpt::import::load_hf_dpt(&mut vs, dir.path().join("model.safetensors")).unwrap();
     assert!(
         report
             .skipped
@@ -87,7 +88,7 @@ fn check_parity(readout: &str, input: i64) {
         "reference output is mostly zero: {positive} positive"
     );
 
-    let ours = tch::no_grad(|| model.depth_t(&io["pixel_values"], false)).unwrap();
+    let ours = tch::no_grad(|| model.disparity_t(&io["pixel_values"], false)).unwrap();
     assert_eq!(ours.size(), expected.size());
     let scale = f64::try_from(expected.abs().max()).unwrap();
     let err = f64::try_from((&ours - expected).abs().max()).unwrap() / scale;

@@ -1,0 +1,242 @@
+//! [`DptConfig`]: encoder, decoder and head of a DPT in one serde struct, with the named presets of
+//! `docs/architecture.md` and the translation of an HF `DPTConfig`. Every struct refuses unknown
+//! keys, so a misspelled field in a TOML file is an error instead of a silent default.
+
+use glassbox_attention::AttentionKind;
+use glassbox_decoder::{DecoderConfig, Readout, SegmentationHeadConfig};
+use glassbox_encoder::VitConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::DptError;
+
+/// Which prediction the model makes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HeadConfig {
+    /// Non-negative inverse depth (disparity) at the input resolution. A struct variant, so that
+    /// an unknown key beside `task = "depth"` is refused like everywhere else.
+    Depth {},
+    /// Per-pixel class logits, with an optional auxiliary head.
+    Segmentation(SegmentationHeadConfig),
+}
+
+/// A whole DPT: backbone, decoder and head, serialised into every run folder. The token width
+/// lives in `encoder.hidden_size` only; the decoder reads it from there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DptConfig {
+    pub encoder: VitConfig,
+    pub decoder: DecoderConfig,
+    pub head: HeadConfig,
+}
+
+/// The names [`DptConfig::preset`] accepts; each also exists with an `-svda` suffix.
+pub const PRESETS: &[&str] = &["dpt-tiny", "dpt-base", "dpt-large", "dpt-test"];
+
+impl DptConfig {
+    /// dpt-tiny: ViT-Tiny, C = [48, 96, 192, 384], F = 64, readout project, 256 x 256 (the CPU
+    /// workhorse and the configuration of the PyTorch reference timings).
+    pub fn dpt_tiny() -> Self {
+        Self {
+            encoder: VitConfig::vit_tiny(),
+            decoder: DecoderConfig::tiny(),
+            head: HeadConfig::Depth {},
+        }
+    }
+
+    /// dpt-base: ViT-Base/16 at 384 x 384, C = [96, 192, 384, 768], F = 256 (about 112M parameters).
+    pub fn dpt_base() -> Self {
+        Self {
+            encoder: VitConfig::vit_base(),
+            decoder: DecoderConfig::base(),
+            head: HeadConfig::Depth {},
+        }
+    }
+
+    /// dpt-large: ViT-Large/16 with hooks {5, 12, 18, 24}, C = [256, 512, 1024, 1024], F = 256
+    /// (about 343M parameters).
+    pub fn dpt_large() -> Self {
+        Self {
+            encoder: VitConfig::vit_large(),
+            decoder: DecoderConfig::large(),
+            head: HeadConfig::Depth {},
+        }
+    }
+
+    /// dpt-test: 4 blocks (one per hook), D 32, 2 heads, a small decoder at 64 x 64; every test
+    /// that needs a whole model uses it, so the suite stays fast on a CPU.
+    pub fn dpt_test() -> Self {
+        let mut m = Self::dpt_tiny();
+        m.encoder.hidden_size = 32;
+        m.encoder.num_heads = 2;
+        m.encoder.intermediate_size = 64;
+        m.encoder.num_layers = 4;
+        m.encoder.hooks = vec![1, 2, 3, 4];
+        m.encoder.image_size = 64;
+        m.decoder.reassemble_channels = [8, 16, 16, 32];
+        m.decoder.fusion_channels = 16;
+        m
+    }
+
+    /// A preset by name: one of [`PRESETS`], optionally with `-svda`.
+    pub fn preset(name: &str) -> Result<Self, DptError> {
+        let (base, kind) = match name.strip_suffix("-svda") {
+            Some(base) => (base, AttentionKind::Svda),
+            None => (name, AttentionKind::Standard),
+        };
+        let config = match base {
+            "dpt-tiny" => Self::dpt_tiny(),
+            "dpt-base" => Self::dpt_base(),
+            "dpt-large" => Self::dpt_large(),
+            "dpt-test" => Self::dpt_test(),
+            _ => {
+                return Err(DptError::InvalidConfig(format!(
+                    "unknown preset {name:?}; known: {} (each also with -svda)",
+                    PRESETS.join(", ")
+                )));
+            }
+        };
+        Ok(config.with_attention(kind))
+    }
+
+    /// The same model with standard or SVDA attention in every block.
+    pub fn with_attention(mut self, kind: AttentionKind) -> Self {
+        self.encoder.attention = kind;
+        self
+    }
+
+    /// Translates an HF `DPTConfig` (its `config.json`) for a plain-ViT DPT, including its
+    /// `layer_norm_eps` (often 1e-12, not timm's 1e-6) and 0-based `backbone_out_indices`.
+    pub fn from_hf_config(json: &serde_json::Value) -> Result<Self, DptError> {
+        let bad = |field: &str| {
+            DptError::InvalidConfig(format!(
+                "HF config: `{field}` is missing or has the wrong type"
+            ))
+        };
+        let int = |field: &str| {
+            json.get(field)
+                .and_then(serde_json::Value::as_i64)
+                .ok_or_else(|| bad(field))
+        };
+        let ints = |field: &str| -> Result<Vec<i64>, DptError> {
+            json.get(field)
+                .and_then(serde_json::Value::as_array)
+                .and_then(|a| {
+                    a.iter()
+                        .map(serde_json::Value::as_i64)
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| bad(field))
+        };
+        if json.get("is_hybrid").and_then(serde_json::Value::as_bool) == Some(true) {
+            return Err(DptError::InvalidConfig(
+                "HF config: hybrid (ResNet + ViT) DPT is not supported".into(),
+            ));
+        }
+        let hooks = ints("backbone_out_indices")?
+            .into_iter()
+            .map(|i| usize::try_from(i + 1).map_err(|_| bad("backbone_out_indices")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let encoder = VitConfig {
+            hidden_size: int("hidden_size")?,
+            num_layers: usize::try_from(int("num_hidden_layers")?)
+                .map_err(|_| bad("num_hidden_layers"))?,
+            num_heads: int("num_attention_heads")?,
+            intermediate_size: int("intermediate_size")?,
+            patch_size: int("patch_size")?,
+            image_size: int("image_size")?,
+            num_channels: json
+                .get("num_channels")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(3),
+            layer_norm_eps: json
+                .get("layer_norm_eps")
+                .and_then(serde_json::Value::as_f64)
+                .ok_or_else(|| bad("layer_norm_eps"))?,
+            attention: AttentionKind::Standard,
+            qkv_bias: json
+                .get("qkv_bias")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(true),
+            hooks,
+            attention_dropout: 0.0,
+            hidden_dropout: 0.0,
+        };
+        let channels = ints("neck_hidden_sizes")?;
+        let factors: Vec<f64> = json
+            .get("reassemble_factors")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|a| a.iter().map(serde_json::Value::as_f64).collect())
+            .ok_or_else(|| bad("reassemble_factors"))?;
+        let readout = match json.get("readout_type").and_then(serde_json::Value::as_str) {
+            Some("ignore") => Readout::Ignore,
+            Some("add") => Readout::Add,
+            Some("project") => Readout::Project,
+            _ => return Err(bad("readout_type")),
+        };
+        let decoder = DecoderConfig {
+            reassemble_channels: channels.try_into().map_err(|_| bad("neck_hidden_sizes"))?,
+            reassemble_factors: factors.try_into().map_err(|_| bad("reassemble_factors"))?,
+            fusion_channels: int("fusion_hidden_size")?,
+            readout,
+            fusion_batch_norm: json
+                .get("use_batch_norm_in_fusion_residual")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+        };
+        let config = Self {
+            encoder,
+            decoder,
+            head: HeadConfig::Depth {},
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the parts and that they fit together.
+    pub fn validate(&self) -> Result<(), DptError> {
+        self.encoder.validate()?;
+        self.decoder.validate()?;
+        if self.encoder.hooks.len() != glassbox_decoder::NUM_STAGES {
+            return Err(DptError::InvalidConfig(format!(
+                "the decoder reassembles {} hooks, the encoder has {:?}",
+                glassbox_decoder::NUM_STAGES,
+                self.encoder.hooks
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_validates_and_survives_a_toml_round_trip() {
+        for name in PRESETS {
+            for suffix in ["", "-svda"] {
+                let config = DptConfig::preset(&format!("{name}{suffix}")).unwrap();
+                config.validate().unwrap();
+                let text = toml::to_string(&config).unwrap();
+                assert_eq!(toml::from_str::<DptConfig>(&text).unwrap(), config);
+            }
+        }
+    }
+
+    #[test]
+    fn a_misspelled_key_is_an_error_naming_it() {
+        let text = toml::to_string(&DptConfig::dpt_test()).unwrap();
+        for (from, to) in [
+            ("fusion_channels", "fusion_channel"),
+            ("num_heads", "num_head"),
+            ("task = \"depth\"", "task = \"depth\"\nkind = 1"),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text, "{from} occurs in the config");
+            let err = toml::from_str::<DptConfig>(&bad).unwrap_err().to_string();
+            let key = to.rsplit('\n').next().unwrap().split(' ').next().unwrap();
+            assert!(err.contains(key), "{from} -> {to}: {err}");
+        }
+    }
+}

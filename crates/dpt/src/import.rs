@@ -1,0 +1,81 @@
+//! Foreign checkpoints into a [`crate::Dpt`]: HF `DPTForDepthEstimation` and timm ViT safetensors.
+//! Both go through the encoder's one rename table (`glassbox_encoder::checkpoint`) and the
+//! decoder's strict loader, which reports every missing, unexpected and wrong-shape tensor in one
+//! error and changes nothing when anything fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use glassbox_decoder::checkpoint::{LoadReport, is_known_unused_hf_tensor, load_named_tensors};
+use tch::{Tensor, nn};
+
+use crate::DptError;
+
+/// Loads an HF `DPTForDepthEstimation` safetensors checkpoint into `vs` (which must hold a model
+/// of the same config). The backbone goes through the encoder's rename table (query/key/value
+/// concatenated into qkv); neck and head names are already ours. Tensors no computation uses
+/// (HF's final ViT norm, its first fusion layer's `residual_layer1`) are skipped and listed in
+/// the report; anything else that does not fit fails with the full list.
+pub fn load_hf_dpt(vs: &mut nn::VarStore, path: impl AsRef<Path>) -> Result<LoadReport, DptError> {
+    let path = path.as_ref();
+    let tensors = read_safetensors(path)?;
+    let converted = glassbox_encoder::checkpoint::from_hf_dpt(&tensors, "dpt.")?;
+    // Neck and head tensors (outside `dpt.`) load under their own names.
+    let rest = tensors.into_iter().filter(|(n, _)| !n.starts_with("dpt."));
+    load_converted(vs, path, converted, rest.collect())
+}
+
+/// Loads a timm ViT checkpoint (e.g. `vit_base_patch16_384`) into the encoder of the model in
+/// `vs`; decoder and head keep their values. The classifier and final norm are skipped.
+pub fn load_timm_backbone(
+    vs: &mut nn::VarStore,
+    path: impl AsRef<Path>,
+) -> Result<LoadReport, DptError> {
+    let path = path.as_ref();
+    let converted = glassbox_encoder::checkpoint::from_timm(&read_safetensors(path)?);
+    // Decoder and head variables keep their current values: they are fed back to themselves.
+    let keep = vs
+        .variables()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("encoder."))
+        .map(|(n, t)| (n, t.detach().copy()));
+    load_converted(vs, path, converted, keep.collect())
+}
+
+/// Loads the encoder tensors of a converted checkpoint (under `encoder.`) and `others` by name;
+/// the tensors the conversion marked unused are skipped, unknown ones reported as unexpected.
+fn load_converted(
+    vs: &mut nn::VarStore,
+    path: &Path,
+    converted: glassbox_encoder::checkpoint::Converted,
+    others: Vec<(String, Tensor)>,
+) -> Result<LoadReport, DptError> {
+    let skip: BTreeSet<String> = converted.unused.iter().cloned().collect();
+    let placeholder = || Tensor::zeros([0], (tch::Kind::Float, tch::Device::Cpu));
+    let mut named: Vec<(String, Tensor)> = converted
+        .tensors
+        .into_iter()
+        .map(|(n, t)| (format!("encoder.{n}"), t))
+        .collect();
+    named.extend(others);
+    // Skipped and unknown names go through the loader so that its report lists them.
+    named.extend(
+        converted
+            .unused
+            .iter()
+            .chain(&converted.unknown)
+            .map(|n| (n.clone(), placeholder())),
+    );
+    let report = load_named_tensors(vs, named, &path.display().to_string(), |n| {
+        (!skip.contains(n) && !is_known_unused_hf_tensor(n)).then(|| n.to_string())
+    })?;
+    Ok(report)
+}
+
+fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>, DptError> {
+    let tensors = Tensor::read_safetensors(path).map_err(|e| DptError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(tensors.into_iter().collect())
+}

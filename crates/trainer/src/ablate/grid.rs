@@ -1,0 +1,279 @@
+//! The grid schema: a TOML file of attention kinds x readouts x hook sets x seeds (refusing
+//! unknown keys), and its plan, one validated training configuration per run.
+
+use std::path::{Path, PathBuf};
+
+use glassbox_attention::AttentionKind;
+use glassbox_data::SourceConfig;
+use glassbox_decoder::Readout;
+use serde::{Deserialize, Serialize};
+
+use super::AblateError;
+use crate::config::TrainConfig;
+
+/// Grids shipped with the crate, by name: `default` (the reduced grid `cargo xtask ablate` runs)
+/// and `full` (every factor level of `docs/training.md` but the keep ratio).
+pub const GRID_PRESETS: &[(&str, &str)] = &[
+    ("default", include_str!("../../grids/default.toml")),
+    ("full", include_str!("../../grids/full.toml")),
+];
+
+/// Which data every run of the grid trains and validates on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GridDataset {
+    /// Rendered indoor scenes (the `default` training preset's data).
+    #[default]
+    Synthetic,
+    /// A 7-Scenes sequence (`data_root`, default the shared red-kitchen sample).
+    Sevenscenes,
+}
+
+/// An ablation grid as written in TOML; every combination of the four lists is one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// Folder of the ablation (`<out>/<name>`).
+    pub name: String,
+    /// Training preset the runs start from; default: `default` for synthetic data,
+    /// `sevenscenes` for 7-Scenes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub dataset: GridDataset,
+    /// 7-Scenes sequence folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_root: Option<PathBuf>,
+    /// Training budget of every run, in optimiser updates.
+    pub steps: usize,
+    /// Steps between checkpoints, i.e. the most work an interruption can cost (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<[usize; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    pub attention: Vec<AttentionKind>,
+    pub readout: Vec<Readout>,
+    /// Encoder blocks (1-based) whose outputs the decoder reassembles.
+    pub hooks: Vec<Vec<usize>>,
+    pub seeds: Vec<u64>,
+}
+
+/// One model variant of a grid (a run without its seed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    pub attention: AttentionKind,
+    pub readout: Readout,
+    pub hooks: Vec<usize>,
+}
+
+impl Variant {
+    /// `svda / project / 3,6,9,12`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} / {} / {}",
+            attention_name(self.attention),
+            readout_name(self.readout),
+            join_hooks(&self.hooks, ",")
+        )
+    }
+}
+
+/// One run of a grid: its variant, seed, folder name and full training configuration.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    pub name: String,
+    pub variant: Variant,
+    pub seed: u64,
+    pub config: TrainConfig,
+}
+
+impl Grid {
+    /// A shipped grid by name, or a TOML file.
+    pub fn load(name_or_path: &str) -> Result<Grid, AblateError> {
+        if let Some((_, text)) = GRID_PRESETS.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::parse(text, Path::new(name_or_path));
+        }
+        let path = Path::new(name_or_path);
+        let text = std::fs::read_to_string(path).map_err(|e| AblateError::Grid {
+            path: path.into(),
+            message: if path.extension().is_none() && !path.exists() {
+                format!(
+                    "{e} (not a file, and not a shipped grid: {})",
+                    GRID_PRESETS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                e.to_string()
+            },
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates grid TOML; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Grid, AblateError> {
+        let grid: Grid = toml::from_str(text).map_err(|e| AblateError::Grid {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        grid.plan()?;
+        Ok(grid)
+    }
+
+    /// Every run of the grid (attention, then readout, then hooks, then seed, slowest first), each
+    /// with a validated configuration.
+    pub fn plan(&self) -> Result<Vec<PlannedRun>, AblateError> {
+        let invalid = |message: String| AblateError::Invalid {
+            grid: self.name.clone(),
+            message,
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || self.name.starts_with('.')
+        {
+            return Err(invalid(format!(
+                "name {:?} must be a folder name (letters, digits, - _ .)",
+                self.name
+            )));
+        }
+        if self.steps == 0 {
+            return Err(invalid("steps must be at least 1".into()));
+        }
+        for (what, len) in [
+            ("attention", self.attention.len()),
+            ("readout", self.readout.len()),
+            ("hooks", self.hooks.len()),
+            ("seeds", self.seeds.len()),
+        ] {
+            if len == 0 {
+                return Err(invalid(format!("{what} lists no value")));
+            }
+        }
+        let repeated = |what: &str, dup: bool| {
+            if dup {
+                Err(invalid(format!("{what} lists a value twice")))
+            } else {
+                Ok(())
+            }
+        };
+        repeated("attention", has_duplicates(&self.attention))?;
+        repeated("readout", has_duplicates(&self.readout))?;
+        repeated("hooks", has_duplicates(&self.hooks))?;
+        repeated("seeds", has_duplicates(&self.seeds))?;
+
+        let base = self.base_config()?;
+        let mut runs = Vec::new();
+        for &attention in &self.attention {
+            for &readout in &self.readout {
+                for hooks in &self.hooks {
+                    for &seed in &self.seeds {
+                        let variant = Variant {
+                            attention,
+                            readout,
+                            hooks: hooks.clone(),
+                        };
+                        let name = format!(
+                            "{}-{}-h{}-s{seed}",
+                            attention_name(attention),
+                            readout_name(readout),
+                            join_hooks(hooks, "-")
+                        );
+                        let mut config = base.clone();
+                        config.name = name.clone();
+                        config.seed = seed;
+                        config.set_attention(attention);
+                        config.model.decoder.readout = readout;
+                        config.model.encoder.hooks = hooks.clone();
+                        config
+                            .validate()
+                            .map_err(|e| invalid(format!("run {name}: {e}")))?;
+                        runs.push(PlannedRun {
+                            name,
+                            variant,
+                            seed,
+                            config,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The configuration every run shares before its variant and seed are set.
+    fn base_config(&self) -> Result<TrainConfig, AblateError> {
+        let preset = self.base.clone().unwrap_or_else(|| {
+            match self.dataset {
+                GridDataset::Synthetic => "default",
+                GridDataset::Sevenscenes => "sevenscenes",
+            }
+            .to_string()
+        });
+        let mut c = TrainConfig::preset(&preset)?;
+        match (self.dataset, &c.data.train) {
+            (GridDataset::Synthetic, SourceConfig::Synthetic { .. }) => {}
+            (GridDataset::Synthetic, _) => c.data = TrainConfig::preset("default")?.data,
+            (GridDataset::Sevenscenes, SourceConfig::SevenScenes { .. }) => {}
+            (GridDataset::Sevenscenes, _) => c.data = TrainConfig::preset("sevenscenes")?.data,
+        }
+        if let Some(root) = &self.data_root {
+            c.set_data_root(root.clone())
+                .map_err(|e| AblateError::Invalid {
+                    grid: self.name.clone(),
+                    message: format!("data_root: {e}"),
+                })?;
+        }
+        if let Some(size) = self.image_size {
+            c.data.image_size = size;
+        }
+        if let Some(b) = self.batch_size {
+            c.optim.batch_size = b;
+        }
+        c.optim.steps = self.steps;
+        c.optim.warmup_steps = c.optim.warmup_steps.min(self.steps / 10);
+        // One validation at the end (the number the table reports) and a spectral probe at the
+        // start and the end; checkpoints often enough that an interruption costs little.
+        c.schedule.eval_every = 0;
+        c.schedule.spectral_every = self.steps;
+        c.schedule.checkpoint_every = self.checkpoint_every.unwrap_or(50).min(self.steps);
+        Ok(c)
+    }
+}
+
+pub(super) fn has_duplicates<T: PartialEq>(items: &[T]) -> bool {
+    items
+        .iter()
+        .enumerate()
+        .any(|(i, a)| items[..i].contains(a))
+}
+
+pub(super) fn attention_name(kind: AttentionKind) -> &'static str {
+    match kind {
+        AttentionKind::Standard => "standard",
+        AttentionKind::Svda => "svda",
+    }
+}
+
+pub(super) fn readout_name(readout: Readout) -> &'static str {
+    match readout {
+        Readout::Ignore => "ignore",
+        Readout::Add => "add",
+        Readout::Project => "project",
+    }
+}
+
+/// `3,6,9,12` in tables, `3-6-9-12` in folder names, `3 6 9 12` in CSV cells.
+pub(super) fn join_hooks(hooks: &[usize], separator: &str) -> String {
+    hooks
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()
+        .join(separator)
+}

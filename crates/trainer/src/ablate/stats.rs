@@ -1,0 +1,206 @@
+//! What a finished run contributes (its [`RunResult`]) and the statistics of the tables: mean and
+//! sample standard deviation over seeds per variant, and pooled per factor level.
+
+use std::path::Path;
+
+use glassbox_spectral::{Indicator, Indicators, LayerIndicators, SpectralRecord};
+use serde::{Deserialize, Serialize};
+
+use super::grid::{Variant, attention_name, join_hooks, readout_name};
+
+/// What one finished run contributes to the tables (`result.json` in its folder).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run: String,
+    pub variant: Variant,
+    pub seed: u64,
+    pub steps: usize,
+    /// Final validation, median-scaled depth.
+    pub abs_rel: f64,
+    pub delta1: f64,
+    pub rmse: f64,
+    /// Wall time of the run over all its invocations (training, the final validation and the
+    /// spectral probes).
+    pub train_seconds: f64,
+    pub parameters: i64,
+    /// Final spectral indicators, mean over layers and heads (absent if the run had no probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicators: Option<Indicators>,
+}
+
+/// Mean and sample standard deviation (n - 1; 0 for a single value).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Stat {
+    /// `None` for no values.
+    pub fn of(values: &[f64]) -> Option<Stat> {
+        if values.is_empty() {
+            return None;
+        }
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = if values.len() > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        Some(Stat { mean, std })
+    }
+}
+
+/// The measures of a group of runs (one variant over seeds, or one factor level).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupStats {
+    pub runs: usize,
+    pub abs_rel: Stat,
+    pub delta1: Stat,
+    pub rmse: Stat,
+    pub train_seconds: Stat,
+    pub parameters: Stat,
+    /// Per indicator, over the runs that have it.
+    pub indicators: Vec<(Indicator, Stat)>,
+}
+
+impl GroupStats {
+    /// Statistics of a non-empty set of results.
+    pub fn of(results: &[&RunResult]) -> Option<GroupStats> {
+        let stat =
+            |f: fn(&RunResult) -> f64| Stat::of(&results.iter().map(|r| f(r)).collect::<Vec<_>>());
+        let indicators = Indicator::ALL
+            .into_iter()
+            .filter_map(|i| {
+                let values: Vec<f64> = results
+                    .iter()
+                    .filter_map(|r| r.indicators.and_then(|x| x.get(i)))
+                    .collect();
+                Some((i, Stat::of(&values)?))
+            })
+            .collect();
+        Some(GroupStats {
+            runs: results.len(),
+            abs_rel: stat(|r| r.abs_rel)?,
+            delta1: stat(|r| r.delta1)?,
+            rmse: stat(|r| r.rmse)?,
+            train_seconds: stat(|r| r.train_seconds)?,
+            parameters: stat(|r| r.parameters as f64)?,
+            indicators,
+        })
+    }
+
+    /// The statistic of one indicator, if any run of the group has it.
+    pub fn indicator(&self, indicator: Indicator) -> Option<&Stat> {
+        self.indicators
+            .iter()
+            .find(|(i, _)| *i == indicator)
+            .map(|(_, s)| s)
+    }
+}
+
+/// The factors a grid varies, for the per-factor tables and bar charts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Factor {
+    Attention,
+    Readout,
+    Hooks,
+}
+
+impl Factor {
+    pub const ALL: [Factor; 3] = [Factor::Attention, Factor::Readout, Factor::Hooks];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Factor::Attention => "attention",
+            Factor::Readout => "readout",
+            Factor::Hooks => "hooks",
+        }
+    }
+
+    /// The level of this factor in a variant, as printed.
+    pub fn level(self, variant: &Variant) -> String {
+        match self {
+            Factor::Attention => attention_name(variant.attention).into(),
+            Factor::Readout => readout_name(variant.readout).into(),
+            Factor::Hooks => join_hooks(&variant.hooks, ","),
+        }
+    }
+}
+
+/// Mean +- std over seeds of every variant, in grid order.
+pub fn aggregate_variants(results: &[RunResult]) -> Vec<(Variant, GroupStats)> {
+    let mut order: Vec<Variant> = Vec::new();
+    for r in results {
+        if !order.contains(&r.variant) {
+            order.push(r.variant.clone());
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|v| {
+            let group: Vec<&RunResult> = results.iter().filter(|r| r.variant == v).collect();
+            Some((v, GroupStats::of(&group)?))
+        })
+        .collect()
+}
+
+/// Mean +- std over all runs at each level of `factor` (the other factors and seeds pooled), in
+/// grid order.
+pub fn aggregate_factor(results: &[RunResult], factor: Factor) -> Vec<(String, GroupStats)> {
+    let mut order: Vec<String> = Vec::new();
+    for r in results {
+        let level = factor.level(&r.variant);
+        if !order.contains(&level) {
+            order.push(level);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|level| {
+            let group: Vec<&RunResult> = results
+                .iter()
+                .filter(|r| factor.level(&r.variant) == level)
+                .collect();
+            Some((level, GroupStats::of(&group)?))
+        })
+        .collect()
+}
+
+/// The last record of a run's `spectral.jsonl`, if it has one.
+pub(super) fn final_record(run_dir: &Path) -> Option<SpectralRecord> {
+    glassbox_spectral::read_spectral_log(&run_dir.join(glassbox_spectral::SPECTRAL_FILE))
+        .ok()?
+        .into_iter()
+        .max_by_key(|r| r.step)
+}
+
+/// Mean over layers of the per-layer head means (= mean over all heads when layers have equal
+/// head counts).
+pub(super) fn mean_indicators(record: &SpectralRecord) -> Indicators {
+    let means: Vec<Indicators> = record.layers.iter().map(|l| l.mean).collect();
+    Indicators::mean(&means).unwrap_or_default()
+}
+
+/// Per layer, the mean over records (seeds) of the head means: one depth profile per variant.
+pub(super) fn mean_record(records: &[SpectralRecord]) -> Option<SpectralRecord> {
+    let first = records.first()?;
+    let layers = first
+        .layers
+        .iter()
+        .map(|layer| {
+            let means: Vec<Indicators> = records
+                .iter()
+                .filter_map(|r| r.layers.iter().find(|l| l.layer == layer.layer))
+                .map(|l| l.mean)
+                .collect();
+            LayerIndicators {
+                layer: layer.layer,
+                heads: Vec::new(),
+                mean: Indicators::mean(&means).unwrap_or_default(),
+            }
+        })
+        .collect();
+    Some(SpectralRecord::from_layers(first.step, layers))
+}

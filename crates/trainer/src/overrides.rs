@@ -1,0 +1,316 @@
+//! Command-line changes to a run configuration, as one struct: the `glassbox train` flags and the
+//! ablation runner both go through [`Overrides::apply`], so a flag means the same everywhere and
+//! is tested once.
+
+use std::path::PathBuf;
+
+use glassbox_attention::AttentionKind;
+use glassbox_data::SourceConfig;
+use glassbox_losses::LossConfig;
+
+use crate::config::{ConfigError, TrainConfig, VAL_SCENE_SEED, synthetic_indoor};
+
+/// The datasets `--dataset` names; each becomes a glassbox-data source (`docs/data.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum DatasetKind {
+    /// Rendered indoor scenes (no files).
+    Synthetic,
+    /// A 7-Scenes sequence folder (every frame found on disk).
+    Sevenscenes,
+    /// NYU-v2 "sync" (scene folders, or a split list with `--split`).
+    Nyu,
+    /// KITTI (`rgb/` + `depth/`, or an Eigen split list with `--split`).
+    Kitti,
+    /// A folder with `rgb/` and 16-bit `depth/` PNGs (`--depth-scale` metres per unit).
+    Folder,
+}
+
+/// Flags that change a run's configuration; `None` keeps the configured value.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct Overrides {
+    /// Standard or SVDA attention in every encoder block.
+    #[cfg_attr(feature = "cli", arg(long, value_parser = parse_attention))]
+    pub attention: Option<AttentionKind>,
+    /// Training loss: midas (SSI + gradient, disparity) or silog (depth = 1 / disparity).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = parse_loss))]
+    pub loss: Option<LossConfig>,
+    /// Optimiser updates.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub steps: Option<usize>,
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub batch_size: Option<usize>,
+    /// Gradient accumulation: micro-batches per update.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub accumulate: Option<usize>,
+    /// Decoder learning rate; the backbone's keeps its ratio to it.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub lr: Option<f64>,
+    /// Learning rate of SVDA's sigma (default: the backbone's).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub lr_sigma: Option<f64>,
+    /// Square image size, or HxW (multiples of 16).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = parse_size))]
+    pub image_size: Option<[usize; 2]>,
+    /// Train on another dataset (with `--data-root` for the file datasets).
+    #[cfg_attr(feature = "cli", arg(long, value_enum))]
+    pub dataset: Option<DatasetKind>,
+    /// Folder of the dataset; alone, it moves the preset's file sources there.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub data_root: Option<PathBuf>,
+    /// Split list of the training images (NYU, KITTI).
+    #[cfg_attr(feature = "cli", arg(long, requires = "dataset"))]
+    pub split: Option<PathBuf>,
+    /// Split list of the validation images; without it the last block of the training images
+    /// is held out.
+    #[cfg_attr(feature = "cli", arg(long, requires = "dataset"))]
+    pub val_split: Option<PathBuf>,
+    /// Metres per unit of a folder dataset's 16-bit depth PNGs (default 0.001: millimetres).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub depth_scale: Option<f32>,
+    /// Run name (the run folder is RUN_DIR/NAME).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub name: Option<String>,
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub device: Option<String>,
+    /// Intra-op threads of the model (0 = physical cores).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub threads: Option<usize>,
+}
+
+impl Overrides {
+    /// Applies every set flag to `config` and validates the result.
+    pub fn apply(&self, config: &mut TrainConfig) -> Result<(), ConfigError> {
+        if let Some(name) = &self.name {
+            config.name = name.clone();
+        }
+        if let Some(kind) = self.attention {
+            config.set_attention(kind);
+        }
+        if let Some(loss) = self.loss {
+            config.loss.loss = loss;
+        }
+        let o = &mut config.optim;
+        o.steps = self.steps.unwrap_or(o.steps);
+        o.batch_size = self.batch_size.unwrap_or(o.batch_size);
+        o.accumulate = self.accumulate.unwrap_or(o.accumulate);
+        if let Some(lr) = self.lr {
+            let ratio = o.lr_backbone / o.lr_decoder;
+            o.lr_decoder = lr;
+            o.lr_backbone = lr * ratio;
+        }
+        if self.lr_sigma.is_some() {
+            o.lr_sigma = self.lr_sigma;
+        }
+        if let Some(size) = self.image_size {
+            config.data.image_size = size;
+        }
+        match self.dataset {
+            Some(kind) => self.set_dataset(config, kind)?,
+            None => {
+                if let Some(root) = &self.data_root {
+                    config.set_data_root(root.clone())?;
+                }
+            }
+        }
+        config.seed = self.seed.unwrap_or(config.seed);
+        if let Some(device) = &self.device {
+            config.device = device.clone();
+        }
+        config.threads = self.threads.unwrap_or(config.threads);
+        config.validate()
+    }
+
+    fn set_dataset(&self, config: &mut TrainConfig, kind: DatasetKind) -> Result<(), ConfigError> {
+        let needs_root = || {
+            self.data_root.clone().ok_or(ConfigError::Invalid {
+                field: "--data-root",
+                value: "(none)".into(),
+                expected: "the dataset's folder, for every dataset but synthetic",
+            })
+        };
+        let d = &mut config.data;
+        d.holdout = 0;
+        match kind {
+            DatasetKind::Synthetic => {
+                if self.data_root.is_some() {
+                    return Err(ConfigError::Invalid {
+                        field: "--data-root",
+                        value: "a folder".into(),
+                        expected: "none for rendered scenes",
+                    });
+                }
+                d.train = synthetic_indoor(512, 0);
+                d.val = Some(synthetic_indoor(64, VAL_SCENE_SEED));
+            }
+            DatasetKind::Sevenscenes => {
+                d.train = SourceConfig::SevenScenes {
+                    root: needs_root()?,
+                    frames: None,
+                };
+                d.val = None;
+            }
+            DatasetKind::Nyu => {
+                let root = needs_root()?;
+                let source = |split: &Option<PathBuf>| SourceConfig::Nyu {
+                    root: root.clone(),
+                    split: split.clone(),
+                };
+                d.train = source(&self.split);
+                d.val = self.val_split.is_some().then(|| source(&self.val_split));
+            }
+            DatasetKind::Kitti => {
+                let root = needs_root()?;
+                let source = |split: &Option<PathBuf>| SourceConfig::Kitti {
+                    root: root.clone(),
+                    split: split.clone(),
+                    depth_root: None,
+                };
+                d.train = source(&self.split);
+                d.val = self.val_split.is_some().then(|| source(&self.val_split));
+            }
+            DatasetKind::Folder => {
+                d.train = SourceConfig::Folder {
+                    root: needs_root()?,
+                    depth_scale: self.depth_scale.unwrap_or(0.001),
+                };
+                d.val = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `standard` or `svda`.
+pub fn parse_attention(text: &str) -> Result<AttentionKind, String> {
+    match text {
+        "standard" => Ok(AttentionKind::Standard),
+        "svda" => Ok(AttentionKind::Svda),
+        other => Err(format!("attention {other:?}: expected standard or svda")),
+    }
+}
+
+/// `midas` or `silog`, with their default settings.
+pub fn parse_loss(text: &str) -> Result<LossConfig, String> {
+    match text {
+        "midas" => Ok(LossConfig::Midas(Default::default())),
+        "silog" => Ok(LossConfig::Silog(Default::default())),
+        other => Err(format!("loss {other:?}: expected midas or silog")),
+    }
+}
+
+/// `64` (square) or `96x128` (height x width).
+pub fn parse_size(text: &str) -> Result<[usize; 2], String> {
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("image size {text:?}: expected N or HxW, e.g. 64 or 96x128"))
+    };
+    Ok(match text.split_once(['x', 'X']) {
+        Some((h, w)) => [parse(h)?, parse(w)?],
+        None => [parse(text)?; 2],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_flags_change_nothing() {
+        let mut config = TrainConfig::preset("default").unwrap();
+        let before = config.clone();
+        Overrides::default().apply(&mut config).unwrap();
+        assert_eq!(config, before);
+    }
+
+    #[test]
+    fn lr_keeps_the_backbone_ratio_and_flags_land_in_their_fields() {
+        let mut config = TrainConfig::preset("default").unwrap();
+        let ratio = config.optim.lr_backbone / config.optim.lr_decoder;
+        let flags = Overrides {
+            lr: Some(1e-3),
+            steps: Some(7),
+            image_size: Some(parse_size("32x48").unwrap()),
+            attention: Some(parse_attention("svda").unwrap()),
+            name: Some("x".into()),
+            ..Overrides::default()
+        };
+        flags.apply(&mut config).unwrap();
+        assert_eq!(config.optim.lr_decoder, 1e-3);
+        assert!((config.optim.lr_backbone - 1e-3 * ratio).abs() < 1e-15);
+        assert_eq!(config.optim.steps, 7);
+        assert_eq!(config.data.image_size, [32, 48]);
+        assert_eq!(config.model.encoder.attention, AttentionKind::Svda);
+        assert_eq!(config.name, "x");
+    }
+
+    #[test]
+    fn a_file_dataset_needs_a_root_and_synthetic_refuses_one() {
+        let mut config = TrainConfig::preset("default").unwrap();
+        let nyu = Overrides {
+            dataset: Some(DatasetKind::Nyu),
+            ..Overrides::default()
+        };
+        let err = nyu.apply(&mut config).unwrap_err().to_string();
+        assert!(err.contains("--data-root"), "{err}");
+        let synthetic = Overrides {
+            dataset: Some(DatasetKind::Synthetic),
+            data_root: Some("/data".into()),
+            ..Overrides::default()
+        };
+        assert!(synthetic.apply(&mut config).is_err());
+    }
+
+    #[test]
+    fn kitti_with_a_split_trains_on_it_and_holds_out_a_block_without_a_val_split() {
+        let mut config = TrainConfig::preset("default").unwrap();
+        let flags = Overrides {
+            dataset: Some(DatasetKind::Kitti),
+            data_root: Some("/kitti".into()),
+            split: Some("eigen_train.txt".into()),
+            ..Overrides::default()
+        };
+        flags.apply(&mut config).unwrap();
+        assert_eq!(
+            config.data.train,
+            SourceConfig::Kitti {
+                root: "/kitti".into(),
+                split: Some("eigen_train.txt".into()),
+                depth_root: None
+            }
+        );
+        assert_eq!(config.data.val, None);
+    }
+
+    #[test]
+    fn a_data_root_alone_moves_the_preset_sources() {
+        let mut config = TrainConfig::preset("sevenscenes").unwrap();
+        let flags = Overrides {
+            data_root: Some("/seq-01".into()),
+            ..Overrides::default()
+        };
+        flags.apply(&mut config).unwrap();
+        assert_eq!(
+            config.data.train.root(),
+            Some(std::path::Path::new("/seq-01"))
+        );
+        assert_eq!(
+            config.data.val.as_ref().and_then(SourceConfig::root),
+            Some(std::path::Path::new("/seq-01"))
+        );
+    }
+
+    #[test]
+    fn bad_sizes_attention_and_losses_are_one_sentence_naming_the_value() {
+        assert!(parse_size("64x").unwrap_err().contains("64x"));
+        assert!(parse_attention("sdva").unwrap_err().contains("sdva"));
+        assert!(parse_loss("l1").unwrap_err().contains("l1"));
+        assert_eq!(parse_size("96x128").unwrap(), [96, 128]);
+        assert_eq!(parse_size("64").unwrap(), [64, 64]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Training runs (`docs/training.md`): AdamW with backbone/decoder learning rates, warm-up +
+//! cosine decay, gradient clipping and accumulation; MiDaS loss on disparity or SILog on metric
+//! depth; periodic validation and spectral probes; atomic checkpoints with the optimiser state;
+//! logs and a report.
+//!
+//! - [`step`]: one update ([`Trainer`]) and the loss;
+//! - [`run`]: the loop over updates with its schedule ([`train`]);
+//! - [`logs`]: the JSONL logs and the progress display.
+//!
+//! A NaN or infinite loss (or gradient) stops the run with [`TrainError::NonFinite`] naming the
+//! step; nothing is written after it, so `last.safetensors` stays the last good checkpoint.
+
+pub mod logs;
+pub mod run;
+pub mod step;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tch::Device;
+
+pub use run::train;
+pub use step::{Trainer, depth_loss};
+
+use crate::eval::EvalReport;
+
+/// Everything that stops a run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Model(#[from] glassbox_dpt::DptError),
+    #[error(transparent)]
+    Open(#[from] crate::data::DataLoadError),
+    #[error("training data: {0}")]
+    Data(#[from] glassbox_data::DataError),
+    #[error("the training data stream ended before step {step}")]
+    DataEnded { step: usize },
+    #[error(transparent)]
+    Loss(#[from] glassbox_losses::LossError),
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
+    #[error(transparent)]
+    File(#[from] crate::fs::FileError),
+    #[error(
+        "step {step}: the {what} is {value}; stopping. The last good checkpoint ({last}) was \
+         left untouched"
+    )]
+    NonFinite {
+        step: usize,
+        what: &'static str,
+        value: f64,
+        last: String,
+    },
+    #[error("cannot resume: {path} has no checkpoint (run without --resume to start afresh)")]
+    NothingToResume { path: PathBuf },
+    #[error("cannot resume: {message}")]
+    Resume { message: String },
+    #[error("unknown device {0:?}; expected auto, cpu, cuda or cuda:N")]
+    Device(String),
+}
+
+/// How a run is carried out (not part of its configuration).
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// The run folder (`runs/<name>`).
+    pub run_dir: PathBuf,
+    /// Continue from `last.safetensors` in the run folder.
+    pub resume: bool,
+    /// No progress bar and no log lines.
+    pub quiet: bool,
+    /// Stop (with a checkpoint) after this many steps, as an interruption would.
+    pub stop_after: Option<usize>,
+    /// Write the report (evaluation table, loss curve, contact sheet) at the end.
+    pub report: bool,
+    /// Set (e.g. by a Ctrl-C handler) to stop after the current update with a checkpoint, so an
+    /// interruption loses no finished step.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl TrainOptions {
+    /// A fresh, reported run in `run_dir` with progress display.
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            run_dir: run_dir.into(),
+            resume: false,
+            quiet: false,
+            stop_after: None,
+            report: true,
+            interrupt: None,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    /// Steps done in total (including those before a resume).
+    pub steps: usize,
+    /// (step, loss) of this invocation's updates.
+    pub losses: Vec<(usize, f64)>,
+    /// The final validation, when the run reached its end.
+    pub eval: Option<EvalReport>,
+    /// Wall time of this invocation.
+    pub seconds: f64,
+    /// Wall time of this invocation's training updates (loop included, validation, probes,
+    /// checkpoints and the report excluded).
+    pub update_seconds: f64,
+    /// Training images per second of wall time over this invocation's updates.
+    pub images_per_second: f64,
+    /// Wall time of the whole run, including the invocations before a resume.
+    pub train_seconds: f64,
+    /// The run stopped early because `interrupt` was set.
+    pub interrupted: bool,
+    /// Trainable parameters of the model.
+    pub parameters: i64,
+    /// Samples the loader skipped because they failed to load (with `data.skip_bad`).
+    pub skipped_samples: usize,
+}
+
+/// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+pub fn resolve_device(name: &str) -> Result<Device, TrainError> {
+    match name {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| TrainError::Device(other.to_string())),
+    }
+}
+
+/// Physical cores (Linux: distinct (physical id, core id) pairs in /proc/cpuinfo), else the
+/// logical count.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::BTreeSet::new();
+    let mut physical = String::new();
+    for line in info.lines() {
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim() {
+                "physical id" => physical = v.trim().to_string(),
+                "core id" => {
+                    cores.insert((physical.clone(), v.trim().to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
+}

@@ -1,0 +1,458 @@
+//! The training loop: a [`Run`] whose methods are the steps of one invocation of `glassbox
+//! train`: open the data and the model (or resume them), then update, log, validate, probe and
+//! checkpoint on the configured schedule, and finish with the final validation and the report.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use glassbox_metrics::{Crop, DepthEvalConfig};
+use glassbox_spectral::SpectralRecord;
+use serde_json::json;
+use tch::Device;
+
+use super::logs::{Progress, append, read_losses, truncate_log};
+use super::step::{StepOutcome, Trainer};
+use super::{TrainError, TrainOptions, TrainSummary, physical_cores, resolve_device};
+use crate::checkpoint::CheckpointPaths;
+use crate::config::TrainConfig;
+use crate::data::{self, RunData};
+use crate::eval::{self, EvalReport};
+use crate::fs::{file_error, write_atomic};
+use crate::optim::lr_factor;
+use crate::probe::{Probe, ProbeOptions};
+use crate::report;
+use crate::tensor::{TensorBatch, to_array2, to_array3};
+
+/// The validation protocol of a run: its depth range, no crop (training-size images).
+pub fn validation_protocol(config: &TrainConfig) -> DepthEvalConfig {
+    DepthEvalConfig {
+        min_depth: config.schedule.min_depth,
+        max_depth: config.schedule.max_depth,
+        crop: Crop::None,
+        alignment: glassbox_metrics::Alignment::Median,
+    }
+}
+
+/// Runs (or resumes) a training run as configured, writing everything into `options.run_dir`.
+pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummary, TrainError> {
+    let mut run = Run::start(config, options)?;
+    run.update_until_done()?;
+    run.finish()
+}
+
+/// The log files of a run folder.
+struct Logs {
+    metrics: PathBuf,
+    eval: PathBuf,
+    spectral: [PathBuf; 2],
+}
+
+impl Logs {
+    fn new(dir: &Path) -> Self {
+        Self {
+            metrics: dir.join("metrics.jsonl"),
+            eval: dir.join("eval.jsonl"),
+            spectral: [
+                dir.join(glassbox_spectral::SPECTRAL_FILE),
+                dir.join(glassbox_spectral::SIGMA_FILE),
+            ],
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.metrics, &self.eval]
+            .into_iter()
+            .chain(&self.spectral)
+    }
+}
+
+/// Training images per second over the last few updates, for the progress display.
+struct RateWindow {
+    since: Instant,
+    steps: usize,
+}
+
+/// One invocation of a training run.
+pub struct Run<'a> {
+    config: &'a TrainConfig,
+    options: &'a TrainOptions,
+    dir: PathBuf,
+    data: RunData,
+    trainer: Trainer,
+    progress: Progress,
+    probe: Option<Probe>,
+    logs: Logs,
+    last_name: String,
+    started: Instant,
+    seconds_before: f64,
+    losses: Vec<(usize, f64)>,
+    last_eval: Option<EvalReport>,
+    last_spectral: Option<SpectralRecord>,
+    last_loss: f64,
+    last_saved: usize,
+    update_time: Duration,
+    window: RateWindow,
+    parameters: i64,
+}
+
+impl<'a> Run<'a> {
+    /// Opens data and model, restores the checkpoint on resume (or clears old logs), saves the
+    /// resolved config and probes the untrained model.
+    pub fn start(config: &'a TrainConfig, options: &'a TrainOptions) -> Result<Self, TrainError> {
+        config.validate()?;
+        let started = Instant::now();
+        let dir = options.run_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(file_error("create", &dir))?;
+        let device = resolve_device(&config.device)?;
+        let threads = if config.threads == 0 {
+            physical_cores()
+        } else {
+            config.threads
+        };
+        tch::set_num_threads(threads as i32);
+        let data = data::open(config)?;
+        let mut trainer = Trainer::new(config, device)?;
+        let logs = Logs::new(&dir);
+        if options.resume {
+            let state = trainer.resume(&dir)?;
+            for log in logs.all() {
+                truncate_log(log, state.step)?;
+            }
+        } else {
+            for log in logs.all() {
+                if log.is_file() {
+                    std::fs::remove_file(log).map_err(file_error("remove", log))?;
+                }
+            }
+        }
+        config.save(&dir)?;
+        let progress = Progress::new(options.quiet, trainer.step, config.optim.steps);
+        let parameters = glassbox_dpt::parameter_count(&trainer.vs);
+        progress.log(&format!(
+            "training {} on {} ({}x{}), {threads} threads, {parameters} parameters\n  {}",
+            config.name,
+            device_name(device),
+            config.data.image_size[0],
+            config.data.image_size[1],
+            data.description,
+        ));
+        let probe = if config.schedule.spectral_every > 0 {
+            let first = first_images(&data, 2, device)?;
+            let options = ProbeOptions {
+                seed: config.seed,
+                ..ProbeOptions::default()
+            };
+            Some(Probe::new(first.rgb, options)?)
+        } else {
+            None
+        };
+        let last_name = CheckpointPaths::new(&dir, "last")
+            .weights
+            .display()
+            .to_string();
+        let mut run = Self {
+            config,
+            options,
+            dir,
+            data,
+            seconds_before: trainer.seconds,
+            last_saved: trainer.step,
+            trainer,
+            progress,
+            probe,
+            logs,
+            last_name,
+            started,
+            losses: Vec::new(),
+            last_eval: None,
+            last_spectral: None,
+            last_loss: f64::NAN,
+            update_time: Duration::ZERO,
+            window: RateWindow {
+                since: Instant::now(),
+                steps: 0,
+            },
+            parameters,
+        };
+        if run.trainer.step == 0 && !options.resume {
+            run.run_probe(0)?;
+        }
+        Ok(run)
+    }
+
+    fn interrupted(&self) -> bool {
+        self.options
+            .interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst))
+    }
+
+    fn end(&self) -> usize {
+        let total = self.config.optim.steps;
+        self.options.stop_after.map_or(total, |s| s.min(total))
+    }
+
+    /// Updates until the end of the run (or `stop_after`), or until interrupted.
+    pub fn update_until_done(&mut self) -> Result<(), TrainError> {
+        let end = self.end();
+        if self.trainer.step >= end {
+            return Ok(());
+        }
+        let mut batches = self
+            .data
+            .train
+            .train_batches(self.trainer.next_micro_step());
+        while self.trainer.step < end && !self.interrupted() {
+            let began = Instant::now();
+            let outcome = self.trainer.train_step(&mut batches, &self.last_name)?;
+            self.update_time += began.elapsed();
+            self.trainer.seconds = self.seconds_before + self.started.elapsed().as_secs_f64();
+            self.after_update(outcome)?;
+        }
+        Ok(())
+    }
+
+    /// Logging, validation, probe and checkpoint after an update, as scheduled.
+    fn after_update(&mut self, outcome: StepOutcome) -> Result<(), TrainError> {
+        let c = self.config;
+        let step = self.trainer.step;
+        let (total, end) = (c.optim.steps, self.end());
+        self.last_loss = outcome.loss;
+        self.losses.push((step, outcome.loss));
+        let images_per_step = (c.optim.batch_size * c.optim.accumulate) as f64;
+        self.window.steps += 1;
+        let rate = images_per_step * self.window.steps as f64
+            / self.window.since.elapsed().as_secs_f64().max(1e-9);
+        if self.window.steps >= 20 {
+            self.window = RateWindow {
+                since: Instant::now(),
+                steps: 0,
+            };
+        }
+        if step % c.schedule.log_every.max(1) == 0 || step == end {
+            let factor = lr_factor(step - 1, c.optim.warmup_steps, total, c.optim.min_lr_ratio);
+            let (lr_b, lr_d) = self.trainer.optimizer.learning_rates(factor);
+            append(
+                &self.logs.metrics,
+                &json!({"step": step, "loss": outcome.loss, "lr_backbone": lr_b,
+                        "lr_decoder": lr_d, "time": self.started.elapsed().as_secs_f64(),
+                        "images_per_s": rate, "data_wait_s": outcome.data_wait.as_secs_f64()}),
+            )?;
+        }
+        self.progress.update(
+            step,
+            total,
+            &format!("loss {:.4}  {rate:.1} img/s", outcome.loss),
+        );
+        let due = |every: usize| every > 0 && step % every == 0;
+        if due(c.schedule.eval_every) || step == total {
+            self.validate(step)?;
+        }
+        if due(c.schedule.spectral_every) || (c.schedule.spectral_every > 0 && step == end) {
+            self.run_probe(step)?;
+        }
+        if due(c.schedule.checkpoint_every) || step == end {
+            self.trainer.save_last(&self.dir, outcome.loss)?;
+            self.last_saved = step;
+        }
+        Ok(())
+    }
+
+    fn validate(&mut self, step: usize) -> Result<(), TrainError> {
+        let report = eval::evaluate_loader(
+            &self.trainer.model,
+            self.config.output_map().as_ref(),
+            &self.data.val,
+            self.trainer.device,
+            validation_protocol(self.config),
+        )?;
+        append(
+            &self.logs.eval,
+            &json!({"step": step, "abs_rel": report.median.abs_rel,
+                    "delta1": report.median.delta1,
+                    "abs_rel_scale_shift": report.scale_shift.abs_rel,
+                    "delta1_scale_shift": report.scale_shift.delta1,
+                    "abs_rel_baseline": report.baseline.abs_rel,
+                    "images": report.images, "time": self.started.elapsed().as_secs_f64()}),
+        )?;
+        self.progress.log(&format!(
+            "step {step}: validation AbsRel {:.4} (median-scaled), {:.4} (scale+shift), \
+             constant baseline {:.4}",
+            report.median.abs_rel, report.scale_shift.abs_rel, report.baseline.abs_rel
+        ));
+        if self
+            .trainer
+            .best_abs_rel
+            .is_none_or(|b| report.median.abs_rel < b)
+        {
+            self.trainer.best_abs_rel = Some(report.median.abs_rel);
+            self.trainer.save_best(&self.dir, self.last_loss)?;
+        }
+        self.last_eval = Some(report);
+        Ok(())
+    }
+
+    fn run_probe(&mut self, step: usize) -> Result<(), TrainError> {
+        if let Some(probe) = &self.probe {
+            let out = probe.run(&self.trainer.model, step as u64)?;
+            out.write(&self.dir)?;
+            self.progress.log(&format!(
+                "step {step}: spectral probe in {:.2} s (forward {:.2} s)",
+                (out.timing.forward + out.timing.spectral).as_secs_f64(),
+                out.timing.forward.as_secs_f64()
+            ));
+            self.last_spectral = Some(out.record);
+        }
+        Ok(())
+    }
+
+    /// Saves an interrupted run, validates a finished one if needed, writes the report.
+    pub fn finish(mut self) -> Result<TrainSummary, TrainError> {
+        let end = self.end();
+        let interrupted = self.trainer.step < end && self.interrupted();
+        if interrupted && self.trainer.step > self.last_saved {
+            self.trainer.save_last(&self.dir, self.last_loss)?;
+            self.progress.log(&format!(
+                "interrupted: checkpoint saved at step {} (resume with --resume)",
+                self.trainer.step
+            ));
+        }
+        if let Some(record) = &self.last_spectral {
+            self.progress.log(&format!(
+                "spectral indicators at step {} (mean over heads; layers 1-based; \
+                 docs/spectral.md):\n{}",
+                record.step,
+                glassbox_spectral::layer_table(record)
+            ));
+        }
+        self.progress.finish();
+        let finished = self.trainer.step >= self.config.optim.steps;
+        if finished && self.last_eval.is_none() {
+            // Resumed from the final checkpoint (e.g. after its report was lost): score it again.
+            self.validate(self.trainer.step)?;
+        }
+        let eval = if finished {
+            self.last_eval.clone()
+        } else {
+            None
+        };
+        if finished
+            && self.options.report
+            && let Some(report) = &eval
+        {
+            self.write_report(report)?;
+        }
+        let update_seconds = self.update_time.as_secs_f64();
+        let c = &self.config.optim;
+        let images = (self.losses.len() * c.batch_size * c.accumulate) as f64;
+        Ok(TrainSummary {
+            run_dir: self.dir.clone(),
+            steps: self.trainer.step,
+            losses: self.losses,
+            eval,
+            seconds: self.started.elapsed().as_secs_f64(),
+            update_seconds,
+            images_per_second: images / update_seconds.max(1e-9),
+            train_seconds: self.seconds_before + self.started.elapsed().as_secs_f64(),
+            interrupted,
+            parameters: self.parameters,
+            skipped_samples: self.data.train.skipped() + self.data.val.skipped(),
+        })
+    }
+
+    /// Writes `report.md` (evaluation table), `loss_curve.png` and `contact_sheet.png`.
+    fn write_report(&self, eval: &EvalReport) -> Result<(), TrainError> {
+        let (dir, config) = (&self.dir, self.config);
+        let curve = report::loss_curve(&read_losses(&dir.join("metrics.jsonl")), 640, 320);
+        let curve_path = dir.join("loss_curve.png");
+        glassbox_data::io::write_png(&curve_path, &curve)?;
+        let batch = first_images(
+            &self.data,
+            config.schedule.sheet_images,
+            self.trainer.device,
+        )?;
+        let disparity = eval::predict(
+            &self.trainer.model,
+            config.output_map().as_ref(),
+            &batch.rgb,
+        )?;
+        let rows: Vec<_> = (0..batch.len() as i64)
+            .map(|i| {
+                let mask = to_array2(&batch.mask.get(i)).mapv(|m| m > 0.5);
+                report::contact_row(
+                    to_array3(&batch.rgb.get(i)).view(),
+                    to_array2(&disparity.get(i)).view(),
+                    to_array2(&batch.depth.get(i)).view(),
+                    mask.view(),
+                )
+            })
+            .collect();
+        let sheet_path = dir.join("contact_sheet.png");
+        report::write_contact_sheet(&sheet_path, &rows)?;
+        let mut text = format!(
+            "# Run {name}\n\n{steps} steps, {attention:?} attention, {h}x{w} images, seed {seed}.\n\n\
+             Data: {data}.\n\n\
+             ## Validation ({images} held-out images)\n\n{table}\n\
+             Best median-scaled AbsRel: {best:.4}.\n\n\
+             Columns of contact_sheet.png: input | prediction (median-scaled) | ground truth | \
+             relative error (0 blue .. 0.5 red).\nloss_curve.png: training loss on a log axis.\n",
+            name = config.name,
+            steps = self.trainer.step,
+            attention = config.model.encoder.attention,
+            h = config.data.image_size[0],
+            w = config.data.image_size[1],
+            seed = config.seed,
+            data = self.data.description,
+            images = eval.images,
+            table = eval.markdown(),
+            best = self.trainer.best_abs_rel.unwrap_or(f64::NAN),
+        );
+        let spectral = dir.join(glassbox_spectral::SPECTRAL_FILE);
+        if let Ok(records) = glassbox_spectral::read_spectral_log(&spectral)
+            && let Some(last) = records.last()
+        {
+            text.push_str(&format!(
+                "\n## Spectral indicators at step {} (mean over heads per layer; layers 1-based)\n\n{}\nFigures: `glassbox report {}`.\n",
+                last.step,
+                glassbox_spectral::layer_table(last),
+                dir.display()
+            ));
+        }
+        write_atomic(&dir.join("report.md"), text.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// The first `n` validation images (fewer if the split is smaller), as one batch on `device`.
+fn first_images(data: &RunData, n: usize, device: Device) -> Result<TensorBatch, TrainError> {
+    let mut taken: Vec<TensorBatch> = Vec::new();
+    let mut have = 0;
+    for batch in data.val.eval_batches() {
+        let batch = TensorBatch::new(&batch?, device);
+        have += batch.len();
+        taken.push(batch);
+        if have >= n {
+            break;
+        }
+    }
+    let cat = |f: fn(&TensorBatch) -> &tch::Tensor| {
+        tch::Tensor::cat(&taken.iter().map(f).collect::<Vec<_>>(), 0)
+    };
+    let joined = TensorBatch {
+        rgb: cat(|b| &b.rgb),
+        depth: cat(|b| &b.depth),
+        mask: cat(|b| &b.mask),
+        labels: None,
+        names: taken.iter().flat_map(|b| b.names.clone()).collect(),
+    };
+    Ok(joined.first(n))
+}
+
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}"),
+    }
+}
