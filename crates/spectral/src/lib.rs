@@ -47,3 +47,19 @@ pub use run::{
 };
 pub use sigma::{SMALL_SIGMA_FRACTION, hoyer_sparsity, small_sigma_share, spectral_entropy};
 pub use validate::ROW_SUM_TOLERANCE;
+
+unsafe extern "C" {
+    /// OpenBLAS's own setter of its worker-pool size (Debian's libopenblas exports it).
+    fn openblas_set_num_threads(num_threads: std::ffi::c_int);
+}
+
+/// Makes every BLAS/LAPACK call of this process run on the calling thread. OpenBLAS starts a
+/// worker pool at load time whose idle workers spin on `sched_yield`; in a process that also runs
+/// libtorch (whose own threads hold the cores, and whose GEMMs can resolve to the same OpenBLAS
+/// symbols) the two pools fight: measured, a dpt-tiny training step took 0.43 s instead of 0.16 s
+/// (docs/performance.md, "Training loop"). The indicators parallelise over heads with rayon and
+/// their matrices are d x d, so they lose nothing. Call it once at start-up, before any BLAS work.
+pub fn single_threaded_blas() {
+    // SAFETY: a plain setter of OpenBLAS's thread count, callable at any time from any thread.
+    unsafe { openblas_set_num_threads(1) }
+}

@@ -304,6 +304,8 @@ fn evaluate(args: EvalArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // libtorch owns the cores; OpenBLAS (the indicators' LAPACK) must not start a second pool.
+    glassbox_spectral::single_threaded_blas();
     match Cli::parse().command {
         Cmd::Train {
             preset,

@@ -111,6 +111,7 @@ impl<'a> Run<'a> {
             config.threads
         };
         tch::set_num_threads(threads as i32);
+        glassbox_spectral::single_threaded_blas();
         let data = data::open(config)?;
         let mut trainer = Trainer::new(config, device)?;
         let logs = Logs::new(&dir);
