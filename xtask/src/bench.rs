@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: whole-DPT inference and train-step time, ours (criterion bench
-//! `glassbox-trainer/benches/dpt.rs`) against HF transformers in PyTorch eager
+//! `glassbox-dpt/benches/dpt.rs`) against HF transformers in PyTorch eager
 //! (`tests-python/bench_dpt.py`), on the same machine with the same intra-op thread count, in one
 //! run. Writes the table to `target/bench/dpt.md` and the raw numbers to `target/bench/dpt.json`
 //! (`dpt-cpu.*` with `--clock cpu`; docs/performance.md, "DPT end to end vs PyTorch").
@@ -57,7 +57,7 @@ pub fn bench(env: &BuildEnv, root: &Path, args: &BenchArgs) -> Result<()> {
 
     let mut cargo = env.cargo("bench");
     cargo
-        .args(["-p", "glassbox-trainer", "--bench", "dpt", "--", "--noplot"])
+        .args(["-p", "glassbox-dpt", "--bench", "dpt", "--", "--noplot"])
         .env("GLASSBOX_BENCH_THREADS", args.threads.to_string())
         .env("GLASSBOX_BENCH_CLOCK", &args.clock);
     run(&mut cargo)?;

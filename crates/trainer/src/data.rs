@@ -66,12 +66,21 @@ fn open_source(
     };
     let dataset = source
         .open((h, w), options)
-        .map_err(|e| DataLoadError::Data {
-            split,
-            source_name: source.describe(),
-            source: e,
-        })?;
+        .map_err(data_error(split, source))?;
     Ok(Arc::new(dataset))
+}
+
+/// For `map_err`: a data error of `split`, naming its source.
+fn data_error(
+    split: &'static str,
+    source: &SourceConfig,
+) -> impl FnOnce(glassbox_data::DataError) -> DataLoadError {
+    let source_name = source.describe();
+    move |e| DataLoadError::Data {
+        split,
+        source_name,
+        source: e,
+    }
 }
 
 /// Opens the training and validation data of `config`.
@@ -109,30 +118,14 @@ pub fn open(config: &TrainConfig) -> Result<RunData, DataLoadError> {
                 first.end,
                 holdout
             );
-            let wrap = |source| DataLoadError::Data {
-                split: "training",
-                source_name: d.train.describe(),
-                source,
-            };
-            (
-                Arc::new(Subset::new(train_source.clone(), first).map_err(wrap)?),
-                Arc::new(Subset::new(train_source, last).map_err(wrap)?),
-                text,
-            )
+            let train_block = Subset::new(train_source.clone(), first)
+                .map_err(data_error("training", &d.train))?;
+            let val_block =
+                Subset::new(train_source, last).map_err(data_error("validation", &d.train))?;
+            (Arc::new(train_block), Arc::new(val_block), text)
         }
     };
-    fn wrap(
-        split: &'static str,
-        source: &SourceConfig,
-    ) -> impl FnOnce(glassbox_data::DataError) -> DataLoadError {
-        let source_name = source.describe();
-        move |e| DataLoadError::Data {
-            split,
-            source_name,
-            source: e,
-        }
-    }
-    let augment = Augment::new(&d.augment, (h, w)).map_err(wrap("training", &d.train))?;
+    let augment = Augment::new(&d.augment, (h, w)).map_err(data_error("training", &d.train))?;
     let loader = |augment, batch_size| LoaderConfig {
         batch_size,
         seed: config.seed,
@@ -144,10 +137,10 @@ pub fn open(config: &TrainConfig) -> Result<RunData, DataLoadError> {
         cache_bytes: d.cache_mb << 20,
     };
     let train = Loader::new(train, loader(Some(augment), config.optim.batch_size))
-        .map_err(wrap("training", &d.train))?;
+        .map_err(data_error("training", &d.train))?;
     let val_source = d.val.as_ref().unwrap_or(&d.train);
     let val = Loader::new(val, loader(None, config.optim.batch_size))
-        .map_err(wrap("validation", val_source))?;
+        .map_err(data_error("validation", val_source))?;
     Ok(RunData {
         train,
         val,

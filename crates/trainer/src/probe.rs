@@ -32,7 +32,7 @@ use glassbox_spectral::{
     SPECTRAL_FILE, SigmaSpectra, SpectralError, SpectralRecord, append_line, compute_layer,
 };
 use image::{Rgb, RgbImage};
-use ndarray::{Array2, Array3, ArrayD, Axis, Ix2, Ix3};
+use ndarray::{Array2, Array3, Axis, Ix2, Ix3};
 use tch::{Kind, Tensor};
 use thiserror::Error;
 
@@ -40,7 +40,7 @@ use glassbox_data::sample::derive_seed;
 use glassbox_dpt::{Dpt, DptError};
 
 use crate::report::overlay;
-use crate::tensor;
+use crate::tensor::to_array;
 
 /// Standard deviation of the input and sigma noise of the robustness indicator (`docs/spectral.md`: 0.01).
 pub const NOISE_STD: f64 = 0.01;
@@ -289,7 +289,7 @@ fn sigma_spectra(model: &Dpt, step: u64) -> Result<Option<SigmaSpectra>, ProbeEr
             return Ok(None);
         };
         let values =
-            to_array(sigma)?
+            to_array(sigma)
                 .into_dimensionality::<Ix2>()
                 .map_err(|e| ProbeError::Maps {
                     layer: layers.len(),
@@ -334,7 +334,7 @@ fn layer_indicators(
         message: format!("{what}: {e}"),
     };
     let first = |t: &Tensor, what: &str| -> Result<Array3<f32>, ProbeError> {
-        to_array(&t.f_get(0)?)?
+        to_array(&t.f_get(0)?)
             .into_dimensionality::<Ix3>()
             .map_err(|e| shape_error(what, e))
     };
@@ -343,7 +343,7 @@ fn layer_indicators(
     let keys = first(&maps.keys, "keys")?;
     let sigma: Option<Array2<f32>> = match &maps.sigma {
         Some(s) => Some(
-            to_array(s)?
+            to_array(s)
                 .into_dimensionality::<Ix2>()
                 .map_err(|e| shape_error("sigma", e))?,
         ),
@@ -413,11 +413,6 @@ fn average_over_images(
         .collect()
 }
 
-/// A CPU f32 ndarray copy of a tensor.
-fn to_array(t: &Tensor) -> Result<ArrayD<f32>, ProbeError> {
-    Ok(tensor::to_array(t))
-}
-
 /// User plus system CPU time of this process so far, from `/proc/self/stat` (fields 14 and 15,
 /// in USER_HZ = 100 ticks per second on Linux); `None` where that file does not exist.
 fn process_cpu_time() -> Option<Duration> {
@@ -443,7 +438,7 @@ fn attention_overlays(
     (gh, gw): (usize, usize),
     points: &[(f64, f64)],
 ) -> Result<RgbImage, ProbeError> {
-    let rgb = to_array(&image.f_get(0)?)?
+    let rgb = to_array(&image.f_get(0)?)
         .into_dimensionality::<Ix3>()
         .map_err(|e| ProbeError::Maps {
             layer: 0,
@@ -457,7 +452,7 @@ fn attention_overlays(
             &map.probabilities
                 .f_get(0)?
                 .f_mean_dim(0, false, Kind::Float)?,
-        )?
+        )
         .into_dimensionality::<Ix2>()
         .map_err(|e| ProbeError::Maps {
             layer,

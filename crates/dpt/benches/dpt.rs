@@ -18,7 +18,7 @@
 //! other jobs counts our work but not the time we wait for a core; the Python side has the same
 //! switch (`time.process_time`).
 //!
-//! `eval "$(cargo xtask env)" && cargo bench -p glassbox-trainer --bench dpt -- --noplot`
+//! `eval "$(cargo xtask env)" && cargo bench -p glassbox-dpt --bench dpt -- --noplot`
 
 use std::time::{Duration, Instant};
 
