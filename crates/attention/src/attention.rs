@@ -133,8 +133,9 @@ impl Attention {
         self.sigma.as_ref()
     }
 
-    /// Overwrites sigma in place (without recording gradients), e.g. to perturb it for the
-    /// robustness indicator or to set it for a test. `values` must be H x d.
+    /// Overwrites sigma in place (without recording gradients), to set chosen values in tests and
+    /// experiments. `values` must be H x d. Analysis passes never call it: they pass a sigma to
+    /// [`Self::forward_with_maps_and_sigma`] instead.
     pub fn set_sigma(&self, values: &Tensor) -> Result<(), AttentionError> {
         let sigma = self.sigma.as_ref().ok_or(AttentionError::NoSigma)?;
         if values.size() != sigma.size() {
@@ -177,7 +178,28 @@ impl Attention {
     /// N x N matrix per head; use [`Self::forward_t`] when the maps are not needed.
     pub fn forward_with_maps(&self, x: &Tensor) -> Result<AttentionMaps, AttentionError> {
         let heads = self.project(x, None)?;
-        self.explicit(heads)
+        self.explicit(heads, None)
+    }
+
+    /// [`Self::forward_with_maps`] with `sigma` (H x d) in place of the layer's own, which is
+    /// neither read nor written: the robustness indicator perturbs sigma this way, so an analysis
+    /// pass can never leave the model's weights changed. An error for standard attention.
+    pub fn forward_with_maps_and_sigma(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+    ) -> Result<AttentionMaps, AttentionError> {
+        let own = self.sigma.as_ref().ok_or(AttentionError::NoSigma)?;
+        if sigma.size() != own.size() {
+            return Err(AttentionError::TokenShape {
+                tensor: "sigma",
+                expected: format!("{} x {}", self.config.num_heads, self.config.head_dim()),
+                shape: sigma.size(),
+            });
+        }
+        let sigma = sigma.f_to_device(own.device())?.f_to_kind(own.kind())?;
+        let heads = self.project(x, None)?;
+        self.explicit(heads, Some(&sigma))
     }
 
     /// [`Self::forward_subset_t`] through the explicit path (no dropout), with M x N maps.
@@ -187,7 +209,7 @@ impl Attention {
         queries: &Tensor,
     ) -> Result<AttentionMaps, AttentionError> {
         let heads = self.project(x, Some(queries))?;
-        self.explicit(heads)
+        self.explicit(heads, None)
     }
 
     /// Validates the inputs, then projects: one fused qkv GEMM for a dense call; for a subset,
@@ -254,9 +276,14 @@ impl Attention {
     }
 
     /// Score operands shared by both paths: (Q, K) for standard, (Q^ * sigma, K^) for SVDA,
-    /// token-major in and out.
-    fn score_operands(&self, q: Tensor, k: Tensor) -> Result<ScoreOperands, AttentionError> {
-        match &self.sigma {
+    /// token-major in and out. `sigma` is the layer's own unless an analysis pass passes another.
+    fn score_operands(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        sigma: Option<&Tensor>,
+    ) -> Result<ScoreOperands, AttentionError> {
+        match sigma.or(self.sigma.as_ref()) {
             None => Ok(ScoreOperands {
                 query: q,
                 key: k,
@@ -277,7 +304,7 @@ impl Attention {
 
     /// One `scaled_dot_product_attention` call on the score operands.
     fn fused(&self, heads: Heads, train: bool) -> Result<Tensor, AttentionError> {
-        let ops = self.score_operands(heads.q, heads.k)?;
+        let ops = self.score_operands(heads.q, heads.k, None)?;
         let dropout = if train { self.config.attn_drop } else { 0.0 };
         let out = Tensor::f_scaled_dot_product_attention(
             &ops.query.f_transpose(1, 2)?,
@@ -292,9 +319,14 @@ impl Attention {
         self.merge_and_project(&out, train)
     }
 
-    /// softmax(query key^T * scale) formed explicitly, returned with the operands.
-    fn explicit(&self, heads: Heads) -> Result<AttentionMaps, AttentionError> {
-        let ops = self.score_operands(heads.q.shallow_clone(), heads.k.shallow_clone())?;
+    /// softmax(query key^T * scale) formed explicitly, returned with the operands; `sigma`
+    /// replaces the layer's own when given.
+    fn explicit(
+        &self,
+        heads: Heads,
+        sigma: Option<&Tensor>,
+    ) -> Result<AttentionMaps, AttentionError> {
+        let ops = self.score_operands(heads.q.shallow_clone(), heads.k.shallow_clone(), sigma)?;
         let head_major = |t: &Tensor| t.f_transpose(1, 2);
         let keys = head_major(&ops.key)?;
         let probabilities = head_major(&ops.query)?
@@ -308,7 +340,7 @@ impl Attention {
             probabilities,
             queries: head_major(&ops.unit_query.unwrap_or(heads.q))?,
             keys,
-            sigma: self.sigma.as_ref().map(Tensor::shallow_clone),
+            sigma: sigma.or(self.sigma.as_ref()).map(Tensor::shallow_clone),
         })
     }
 

@@ -353,3 +353,37 @@ proptest! {
         prop_assert!(diff < 1e-5 * scale, "paths differ by {} at output scale {}", diff, scale);
     }
 }
+
+#[test]
+fn a_sigma_passed_to_the_analysis_path_acts_as_if_set_and_leaves_the_layer_alone() {
+    tch::manual_seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = AttentionConfig::new(16, 2, AttentionKind::Svda);
+    let attn = Attention::new(vs.root(), &cfg).unwrap();
+    let x = Tensor::randn([2, 5, 16], OPTS);
+    let own = attn.sigma().unwrap().detach().copy();
+    let other = Tensor::rand([2, 8], OPTS) * 3.0 + 0.5;
+    let passed = attn.forward_with_maps_and_sigma(&x, &other).unwrap();
+    assert!(
+        attn.sigma().unwrap().equal(&own),
+        "the layer's sigma was written"
+    );
+    attn.set_sigma(&other).unwrap();
+    let set = attn.forward_with_maps(&x).unwrap();
+    assert!(
+        passed
+            .probabilities
+            .allclose(&set.probabilities, 1e-6, 1e-6, false)
+    );
+    assert!(passed.output.allclose(&set.output, 1e-6, 1e-6, false));
+    let standard = Attention::new(
+        nn::VarStore::new(Device::Cpu).root(),
+        &AttentionConfig::new(16, 2, AttentionKind::Standard),
+    )
+    .unwrap();
+    assert!(standard.forward_with_maps_and_sigma(&x, &other).is_err());
+    assert!(
+        attn.forward_with_maps_and_sigma(&x, &Tensor::ones([3, 8], OPTS))
+            .is_err()
+    );
+}

@@ -72,7 +72,7 @@ impl Block {
         })
     }
 
-    /// The block's attention layer, e.g. to read or perturb SVDA's sigma.
+    /// The block's attention layer, e.g. to read SVDA's sigma.
     pub fn attention(&self) -> &Attention {
         &self.attn
     }
@@ -92,8 +92,13 @@ impl Block {
     fn forward_with_maps(
         &self,
         x: &Tensor,
+        sigma: Option<&Tensor>,
     ) -> Result<(Tensor, AttentionMaps), glassbox_attention::AttentionError> {
-        let maps = self.attn.forward_with_maps(&self.norm1.forward(x))?;
+        let normed = self.norm1.forward(x);
+        let maps = match sigma {
+            Some(sigma) => self.attn.forward_with_maps_and_sigma(&normed, sigma)?,
+            None => self.attn.forward_with_maps(&normed)?,
+        };
         let x = x + &maps.output;
         let out = &x + self.mlp.forward_t(&self.norm2.forward(&x), 0.0, false);
         Ok((out, maps))
@@ -261,13 +266,40 @@ impl Encoder {
     /// The analysis pass (evaluation mode): the same outputs plus every block's attention maps
     /// (A, and Q^, K^, sigma for SVDA; Q, K for standard), for the spectral indicators.
     pub fn forward_with_maps(&self, images: &Tensor) -> Result<EncoderOutput, EncoderError> {
+        self.analysis_pass(images, None)
+    }
+
+    /// [`Self::forward_with_maps`] with block l's SVDA sigma replaced by `sigmas[l]` (one H x d
+    /// tensor per block); the model's own sigma is neither read nor written, so a perturbed
+    /// analysis pass cannot leave the weights changed, whatever fails in it.
+    pub fn forward_with_maps_and_sigmas(
+        &self,
+        images: &Tensor,
+        sigmas: &[Tensor],
+    ) -> Result<EncoderOutput, EncoderError> {
+        if sigmas.len() != self.blocks.len() {
+            return Err(EncoderError::InvalidConfig(format!(
+                "{} sigma tensors for {} blocks",
+                sigmas.len(),
+                self.blocks.len()
+            )));
+        }
+        self.analysis_pass(images, Some(sigmas))
+    }
+
+    fn analysis_pass(
+        &self,
+        images: &Tensor,
+        sigmas: Option<&[Tensor]>,
+    ) -> Result<EncoderOutput, EncoderError> {
         let (mut x, grid) = self.embed_t(images, false)?;
         let mut hooks = Vec::with_capacity(self.config.hooks.len());
         let mut maps = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
+            let sigma = sigmas.map(|s| &s[i]);
             let (out, m) =
                 block
-                    .forward_with_maps(&x)
+                    .forward_with_maps(&x, sigma)
                     .map_err(|source| EncoderError::Attention {
                         block: i + 1,
                         source,

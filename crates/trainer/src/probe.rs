@@ -6,7 +6,9 @@
 //! mode): the clean pass gives A, the score queries/keys and sigma; D passes on the input plus
 //! delta ~ N(0, 0.01^2) (on the normalised image) give the input-robustness maps; for SVDA, D
 //! passes with every sigma entry of every block scaled by (1 + N(0, 0.01^2)) at once give the
-//! sigma-robustness maps, after which sigma is restored bit-exactly. The indicators are then
+//! sigma-robustness maps; the perturbed sigma is passed into those analysis passes as a value
+//! (`Encoder::forward_with_maps_and_sigmas`), so the model's weights are never written, even by a
+//! probe that fails half-way. The indicators are then
 //! computed one layer at a time (glassbox-spectral's `compute_layer`), so only one layer's maps are
 //! ever held as ndarray copies.
 //!
@@ -208,48 +210,45 @@ impl Probe {
     }
 
     /// The maps of every layer under sigma noise, one entry per draw (empty for standard
-    /// attention); restores every block's sigma from a copy whatever happens in between.
+    /// attention). The perturbed sigma goes into the analysis pass as a value; the model's own is
+    /// never written.
     fn sigma_perturbed_maps(
         &self,
         model: &Dpt,
         image: &Tensor,
         image_index: u64,
     ) -> Result<Vec<Vec<Tensor>>, ProbeError> {
-        let blocks = model.encoder().blocks();
-        let originals: Vec<Option<Tensor>> = blocks
+        let originals: Option<Vec<&Tensor>> = model
+            .encoder()
+            .blocks()
             .iter()
-            .map(|b| b.attention().sigma().map(|s| s.detach().copy()))
+            .map(|b| b.attention().sigma())
             .collect();
-        if originals.iter().all(Option::is_none) {
+        let Some(originals) = originals else {
             return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(self.options.draws);
+        for draw in 0..self.options.draws {
+            let perturbed = originals
+                .iter()
+                .enumerate()
+                .map(|(l, original)| {
+                    let key =
+                        NoiseKey::new(self.options.seed, image_index, 1 + l as u64, draw as u64);
+                    let noise = normal_tensor(&original.size(), self.options.noise_std, key)?
+                        .f_to_device(original.device())?;
+                    Ok(original.f_detach()?.f_mul(&noise.f_add_scalar(1.0)?)?)
+                })
+                .collect::<Result<Vec<Tensor>, ProbeError>>()?;
+            let EncoderOutput { maps, .. } = tch::no_grad(|| {
+                model
+                    .encoder()
+                    .forward_with_maps_and_sigmas(image, &perturbed)
+            })
+            .map_err(DptError::from)?;
+            out.push(probabilities(maps));
         }
-        let perturbed = (|| {
-            let mut out = Vec::with_capacity(self.options.draws);
-            for draw in 0..self.options.draws {
-                for (l, (block, original)) in blocks.iter().zip(&originals).enumerate() {
-                    if let Some(original) = original {
-                        let key = NoiseKey::new(
-                            self.options.seed,
-                            image_index,
-                            1 + l as u64,
-                            draw as u64,
-                        );
-                        let noise = normal_tensor(&original.size(), self.options.noise_std, key)?
-                            .f_to_device(original.device())?;
-                        let scaled = original.f_mul(&noise.f_add_scalar(1.0)?)?;
-                        block.attention().set_sigma(&scaled)?;
-                    }
-                }
-                out.push(probabilities(forward_maps(model, image)?.0));
-            }
-            Ok::<_, ProbeError>(out)
-        })();
-        for (block, original) in blocks.iter().zip(&originals) {
-            if let Some(original) = original {
-                block.attention().set_sigma(original)?;
-            }
-        }
-        perturbed
+        Ok(out)
     }
 }
 
