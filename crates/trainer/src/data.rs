@@ -20,8 +20,9 @@ pub enum DataLoadError {
     Data {
         split: &'static str,
         source_name: String,
+        // Boxed: a data error names files and sizes, and errors travel by value.
         #[source]
-        source: glassbox_data::DataError,
+        source: Box<glassbox_data::DataError>,
     },
     #[error(
         "the training data ({source_name}) has {len} samples, too few to hold out {holdout} for \
@@ -79,7 +80,7 @@ fn data_error(
     move |e| DataLoadError::Data {
         split,
         source_name,
-        source: e,
+        source: Box::new(e),
     }
 }
 

@@ -72,7 +72,18 @@ fn parse_size(size: &str) -> Result<(usize, usize)> {
     Ok((w, h))
 }
 
-fn main() -> Result<()> {
+/// Bad input ends with one line naming the value or file, never a backtrace.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let Command::GenData {
         out,
         count,
@@ -84,7 +95,7 @@ fn main() -> Result<()> {
         lidar,
         sheet_rows,
         quiet,
-    } = Cli::parse().command;
+    } = cli.command;
     let (width, height) = parse_size(&size)?;
     let config = SyntheticConfig {
         kind,

@@ -42,8 +42,9 @@ enum Cmd {
         /// A TOML file with a whole configuration (replaces the preset).
         #[arg(long)]
         config: Option<PathBuf>,
+        // Boxed: the flags are most of the parsed command line.
         #[command(flatten)]
-        overrides: Overrides,
+        overrides: Box<Overrides>,
         /// Folder holding run folders.
         #[arg(long, default_value = "runs")]
         run_dir: PathBuf,
@@ -165,7 +166,7 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
 fn train(
     preset: String,
     config: Option<PathBuf>,
-    overrides: Overrides,
+    overrides: Box<Overrides>,
     run_dir: PathBuf,
     quiet: bool,
     resume: bool,
@@ -303,10 +304,22 @@ fn evaluate(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+/// Bad input ends with one line naming the file or value (the error and its causes), never a
+/// backtrace, whatever RUST_BACKTRACE says.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     // libtorch owns the cores; OpenBLAS (the indicators' LAPACK) must not start a second pool.
     glassbox_spectral::single_threaded_blas();
-    match Cli::parse().command {
+    match cli.command {
         Cmd::Train {
             preset,
             config,

@@ -34,8 +34,9 @@ pub enum TrainError {
     Model(#[from] glassbox_dpt::DptError),
     #[error(transparent)]
     Open(#[from] crate::data::DataLoadError),
+    /// Boxed, like every large source error here, so that results stay small.
     #[error("training data: {0}")]
-    Data(#[from] glassbox_data::DataError),
+    Data(Box<glassbox_data::DataError>),
     #[error("the training data stream ended before step {step}")]
     DataEnded { step: usize },
     #[error(transparent)]
@@ -64,6 +65,12 @@ pub enum TrainError {
     Resume { message: String },
     #[error("unknown device {0:?}; expected auto, cpu, cuda or cuda:N")]
     Device(String),
+}
+
+impl From<glassbox_data::DataError> for TrainError {
+    fn from(e: glassbox_data::DataError) -> Self {
+        Self::Data(Box::new(e))
+    }
 }
 
 /// How a run is carried out (not part of its configuration).

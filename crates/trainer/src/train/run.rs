@@ -231,7 +231,7 @@ impl<'a> Run<'a> {
                 steps: 0,
             };
         }
-        if step % c.schedule.log_every.max(1) == 0 || step == end {
+        if step.is_multiple_of(c.schedule.log_every.max(1)) || step == end {
             let factor = lr_factor(step - 1, c.optim.warmup_steps, total, c.optim.min_lr_ratio);
             let (lr_b, lr_d) = self.trainer.optimizer.learning_rates(factor);
             append(
@@ -246,7 +246,7 @@ impl<'a> Run<'a> {
             total,
             &format!("loss {:.4}  {rate:.1} img/s", outcome.loss),
         );
-        let due = |every: usize| every > 0 && step % every == 0;
+        let due = |every: usize| every > 0 && step.is_multiple_of(every);
         if due(c.schedule.eval_every) || step == total {
             self.validate(step)?;
         }
