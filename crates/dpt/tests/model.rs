@@ -43,6 +43,17 @@ fn dpt_base_and_large_have_the_papers_parameter_counts_within_two_percent() {
 }
 
 #[test]
+fn presets_have_the_parameter_counts_docs_architecture_md_lists() {
+    for (name, expected) in [
+        ("dpt-test", 128_841),
+        ("dpt-tiny", 8_347_649),
+        ("dpt-large", 341_848_257),
+    ] {
+        assert_eq!(count(&DptConfig::preset(name).unwrap()), expected, "{name}");
+    }
+}
+
+#[test]
 fn svda_adds_heads_times_head_dim_parameters_per_layer() {
     let standard = count(&DptConfig::dpt_tiny());
     let svda = count(&DptConfig::preset("dpt-tiny-svda").unwrap());

@@ -207,6 +207,15 @@ pub fn evaluate_loader(
     rows.finish()
 }
 
+/// The network input for a full-resolution sample: its image resized with the training resize to
+/// `fit_size(short_side)` on the model's patch grid, as a 1 x 3 x H x W tensor on `device`.
+pub fn model_input(model: &Dpt, sample: &Sample, short_side: usize, device: Device) -> Tensor {
+    let (h, w) = (sample.height(), sample.width());
+    let patch = model.config().encoder.patch_size as usize;
+    let input = resize_sample(sample, fit_size(h, w, short_side, patch));
+    image_tensor(input.rgb.view(), device)
+}
+
 /// Disparity at the sample's full resolution: the image is resized with the training resize to
 /// `fit_size(short_side)` on the patch grid, predicted, and the prediction resized back
 /// (bilinear, half-pixel centres).
@@ -218,9 +227,11 @@ pub fn predict_full_resolution(
     device: Device,
 ) -> Result<Array2<f32>, EvalError> {
     let (h, w) = (sample.height(), sample.width());
-    let patch = model.config().encoder.patch_size as usize;
-    let input = resize_sample(sample, fit_size(h, w, short_side, patch));
-    let disparity = predict(model, output, &image_tensor(input.rgb.view(), device))?;
+    let disparity = predict(
+        model,
+        output,
+        &model_input(model, sample, short_side, device),
+    )?;
     let small = to_array2(&disparity.get(0)).insert_axis(Axis(0));
     Ok(resize_bilinear(small.view(), (h, w)).index_axis_move(Axis(0), 0))
 }

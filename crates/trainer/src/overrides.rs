@@ -26,6 +26,33 @@ pub enum DatasetKind {
     Folder,
 }
 
+impl DatasetKind {
+    /// The glassbox-data source of the files of this dataset under `root`: `split` for NYU and
+    /// KITTI lists, `depth_scale` (default millimetres) for a folder. Rendered scenes on disk are
+    /// gen-data's NYU layout, so `Synthetic` reads `root` as a NYU folder. The one mapping
+    /// `train` and `eval` share.
+    pub fn files(
+        self,
+        root: PathBuf,
+        split: Option<PathBuf>,
+        depth_scale: Option<f32>,
+    ) -> SourceConfig {
+        match self {
+            DatasetKind::Nyu | DatasetKind::Synthetic => SourceConfig::Nyu { root, split },
+            DatasetKind::Kitti => SourceConfig::Kitti {
+                root,
+                split,
+                depth_root: None,
+            },
+            DatasetKind::Sevenscenes => SourceConfig::SevenScenes { root, frames: None },
+            DatasetKind::Folder => SourceConfig::Folder {
+                root,
+                depth_scale: depth_scale.unwrap_or(0.001),
+            },
+        }
+    }
+}
+
 /// Flags that change a run's configuration; `None` keeps the configured value.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
@@ -135,52 +162,24 @@ impl Overrides {
         };
         let d = &mut config.data;
         d.holdout = 0;
-        match kind {
-            DatasetKind::Synthetic => {
-                if self.data_root.is_some() {
-                    return Err(ConfigError::Invalid {
-                        field: "--data-root",
-                        value: "a folder".into(),
-                        expected: "none for rendered scenes",
-                    });
-                }
-                d.train = synthetic_indoor(512, 0);
-                d.val = Some(synthetic_indoor(64, VAL_SCENE_SEED));
+        if kind == DatasetKind::Synthetic {
+            if self.data_root.is_some() {
+                return Err(ConfigError::Invalid {
+                    field: "--data-root",
+                    value: "a folder".into(),
+                    expected: "none for rendered scenes",
+                });
             }
-            DatasetKind::Sevenscenes => {
-                d.train = SourceConfig::SevenScenes {
-                    root: needs_root()?,
-                    frames: None,
-                };
-                d.val = None;
-            }
-            DatasetKind::Nyu => {
-                let root = needs_root()?;
-                let source = |split: &Option<PathBuf>| SourceConfig::Nyu {
-                    root: root.clone(),
-                    split: split.clone(),
-                };
-                d.train = source(&self.split);
-                d.val = self.val_split.is_some().then(|| source(&self.val_split));
-            }
-            DatasetKind::Kitti => {
-                let root = needs_root()?;
-                let source = |split: &Option<PathBuf>| SourceConfig::Kitti {
-                    root: root.clone(),
-                    split: split.clone(),
-                    depth_root: None,
-                };
-                d.train = source(&self.split);
-                d.val = self.val_split.is_some().then(|| source(&self.val_split));
-            }
-            DatasetKind::Folder => {
-                d.train = SourceConfig::Folder {
-                    root: needs_root()?,
-                    depth_scale: self.depth_scale.unwrap_or(0.001),
-                };
-                d.val = None;
-            }
+            d.train = synthetic_indoor(512, 0);
+            d.val = Some(synthetic_indoor(64, VAL_SCENE_SEED));
+            return Ok(());
         }
+        let root = needs_root()?;
+        d.train = kind.files(root.clone(), self.split.clone(), self.depth_scale);
+        d.val = self
+            .val_split
+            .clone()
+            .map(|split| kind.files(root, Some(split), self.depth_scale));
         Ok(())
     }
 }

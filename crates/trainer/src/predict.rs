@@ -11,7 +11,6 @@
 use std::path::{Path, PathBuf};
 
 use glassbox_data::Sample;
-use glassbox_data::augment::{fit_size, resize_sample};
 use glassbox_data::colormap::{colorize_depth, rgb_image};
 use glassbox_dpt::{Dpt, DptError};
 use glassbox_encoder::EncoderOutput;
@@ -22,7 +21,7 @@ use crate::checkpoint::{self, CheckpointPaths};
 use crate::config::TrainConfig;
 use crate::eval;
 use crate::report;
-use crate::tensor::{image_tensor, to_array};
+use crate::tensor::to_array;
 
 /// Everything that stops a prediction.
 #[derive(Debug, thiserror::Error)]
@@ -147,10 +146,7 @@ pub fn attention_map(
     layer: usize,
     token: usize,
 ) -> Result<Array2<f32>, PredictError> {
-    let (h, w) = (sample.height(), sample.width());
-    let patch = model.config().encoder.patch_size as usize;
-    let input = resize_sample(sample, fit_size(h, w, short_side, patch));
-    let input = image_tensor(input.rgb.view(), device);
+    let input = eval::model_input(model, sample, short_side, device);
     let EncoderOutput { maps, grid, .. } =
         tch::no_grad(|| model.encoder().forward_with_maps(&input)).map_err(DptError::from)?;
     let layers = maps.len();

@@ -230,51 +230,18 @@ fn evaluate(args: EvalArgs) -> Result<()> {
     } = args;
     let device = resolve_device(&device)?;
     let loaded = predict::load_checkpoint(&checkpoint, device)?;
-    let relative = DepthEvalConfig::nyu().with_crop(Crop::None);
-    let (source, protocol, kind) = match dataset {
-        DatasetKind::Nyu => (
-            SourceConfig::Nyu {
-                root: root.clone(),
-                split,
-            },
-            DepthEvalConfig::nyu(),
-            "nyu",
-        ),
-        DatasetKind::Kitti => (
-            SourceConfig::Kitti {
-                root: root.clone(),
-                split,
-                depth_root: None,
-            },
-            DepthEvalConfig::kitti(),
-            "kitti",
-        ),
-        DatasetKind::Sevenscenes => (
-            SourceConfig::SevenScenes {
-                root: root.clone(),
-                frames,
-            },
-            relative,
-            "sevenscenes",
-        ),
-        DatasetKind::Folder => (
-            SourceConfig::Folder {
-                root: root.clone(),
-                depth_scale,
-            },
-            relative,
-            "folder",
-        ),
-        // Rendered scenes on disk are gen-data's NYU layout at any size: no Eigen crop.
-        DatasetKind::Synthetic => (
-            SourceConfig::Nyu {
-                root: root.clone(),
-                split,
-            },
-            relative,
-            "synthetic",
-        ),
+    let mut source = dataset.files(root, split, Some(depth_scale));
+    if let SourceConfig::SevenScenes { frames: f, .. } = &mut source {
+        *f = frames;
+    }
+    // Benchmark protocols for the benchmarks; rendered scenes, 7-Scenes and folders have any
+    // size and no standard crop.
+    let protocol = match dataset {
+        DatasetKind::Nyu => DepthEvalConfig::nyu(),
+        DatasetKind::Kitti => DepthEvalConfig::kitti(),
+        _ => DepthEvalConfig::nyu().with_crop(Crop::None),
     };
+    let kind = format!("{dataset:?}").to_lowercase();
     let [h, w] = loaded.config.data.image_size;
     let files = source
         .open((h, w), ReaderOptions::default())
