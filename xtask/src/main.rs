@@ -50,8 +50,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Run an ablation grid, resumable: `cargo xtask ablate` runs the reduced default grid (standard
-    /// vs SVDA x 3 readouts x 2 seeds, about 30 min on 2 cores); `--grid full|FILE` any other.
+    /// Run an ablation grid, resumable: `cargo xtask ablate` runs the reduced default grid
+    /// (standard, svda and svda-paper x 3 readouts x 2 seeds, about 17 min on 2 cores);
+    /// `--grid full|FILE` any other.
     Ablate {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,

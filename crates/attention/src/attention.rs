@@ -3,7 +3,8 @@
 //! With Q, K, V = X W_q + b_q, X W_k + b_k, X W_v + b_v split into H heads of width d:
 //! - standard: A = softmax(Q K^T / sqrt(d));
 //! - SVDA: Q^ = Q / max(||Q||_2, eps), K^ = K / max(||K||_2, eps) row-wise per head,
-//!   A = softmax(Q^ diag(sigma) K^^T / sqrt(d)), sigma in R^{H x d} learnable, initialised to ones;
+//!   A = softmax(Q^ diag(sigma) K^^T / sqrt(d)), sigma in R^{H x d} learnable (stored as sigma or
+//!   log sigma, optionally times a per-head temperature; `SvdaOptions`);
 //!
 //! then out = proj(concat_h(A V)). The fused path folds sigma into the queries,
 //! Q~ = Q^ * sigma, and makes one `scaled_dot_product_attention` call; the explicit path forms A
@@ -12,10 +13,11 @@
 
 use std::borrow::Borrow;
 
-use tch::{Kind, Tensor, nn};
+use tch::{Kind, TchError, Tensor, nn};
 
+use crate::config::{SigmaInit, SigmaParameterisation, SvdaOptions};
 use crate::tokens::{check_token_indices, gather_rows, token_shape};
-use crate::{AttentionConfig, AttentionError, AttentionKind};
+use crate::{AttentionConfig, AttentionError};
 
 /// The eps of SVDA's row normalisation: a row is divided by max(||row||_2, eps), PyTorch's
 /// `F.normalize` convention, so rows with norm >= eps are exactly unit length and a zero row
@@ -24,7 +26,7 @@ pub const SVDA_EPS: f64 = 1e-6;
 
 /// One multi-head self-attention layer with timm parameter names under its `nn::Path`:
 /// `qkv.weight` (3D x D), `qkv.bias` (3D, when `qkv_bias`), `proj.weight` (D x D), `proj.bias`
-/// (D) and, for SVDA, `sigma` (H x d).
+/// (D) and, for SVDA, `sigma` or `log_sigma` (H x d) and optionally `log_temperature` (H).
 #[derive(Debug)]
 pub struct Attention {
     config: AttentionConfig,
@@ -32,7 +34,31 @@ pub struct Attention {
     qkv_bias: Option<Tensor>,
     proj_weight: Tensor,
     proj_bias: Tensor,
-    sigma: Option<Tensor>,
+    spectrum: Option<Spectrum>,
+}
+
+/// SVDA's learnable spectrum as stored: sigma (or its log) and the optional log temperature.
+#[derive(Debug)]
+struct Spectrum {
+    options: SvdaOptions,
+    /// `sigma` (linear) or `log_sigma` (log), H x d.
+    sigma: Tensor,
+    /// `log_temperature`, H.
+    log_temperature: Option<Tensor>,
+}
+
+impl Spectrum {
+    /// The sigma the scores use, H x d: exp(log_sigma) or sigma, times the temperature.
+    fn effective(&self) -> Result<Tensor, AttentionError> {
+        let sigma = match self.options.parameterisation {
+            SigmaParameterisation::Linear => self.sigma.shallow_clone(),
+            SigmaParameterisation::Log => self.sigma.f_exp()?,
+        };
+        Ok(match &self.log_temperature {
+            Some(t) => sigma.f_mul(&t.f_exp()?.f_unsqueeze(-1)?)?,
+            None => sigma,
+        })
+    }
 }
 
 /// What the explicit (analysis) path returns: the layer output and everything the spectral
@@ -69,6 +95,8 @@ struct ScoreOperands {
     key: Tensor,
     /// Q^ for SVDA, kept for the maps.
     unit_query: Option<Tensor>,
+    /// The effective sigma the query was scaled by (SVDA).
+    sigma: Option<Tensor>,
 }
 
 /// Rows of `t` divided by max(||row||_2, SVDA_EPS), computed as t * rsqrt(max(||row||^2, eps^2)):
@@ -84,7 +112,7 @@ fn unit_rows(t: &Tensor) -> Result<Tensor, AttentionError> {
 
 impl Attention {
     /// Creates the layer's parameters under `path` (timm initialisation of `nn.Linear`: Kaiming
-    /// uniform weights and uniform(+-1/sqrt(D)) biases; sigma = ones).
+    /// uniform weights and uniform(+-1/sqrt(D)) biases; SVDA's spectrum as `SvdaOptions` says).
     pub fn new<'a>(
         path: impl Borrow<nn::Path<'a>>,
         config: &AttentionConfig,
@@ -107,10 +135,46 @@ impl Attention {
         let proj = path / "proj";
         let proj_weight = proj.f_var("weight", &[dim, dim], nn::init::DEFAULT_KAIMING_UNIFORM)?;
         let proj_bias = proj.f_var("bias", &[dim], bias_init)?;
-        let sigma = match config.kind {
-            AttentionKind::Standard => None,
-            AttentionKind::Svda => {
-                Some(path.f_ones("sigma", &[config.num_heads, config.head_dim()])?)
+        let spectrum = match config.svda_options() {
+            None => None,
+            Some(options) => {
+                let shape = [config.num_heads, config.head_dim()];
+                let log = options.parameterisation == SigmaParameterisation::Log;
+                let sigma = match (options.sigma_init, log) {
+                    (SigmaInit::Constant(g), false) => {
+                        path.f_var("sigma", &shape, nn::Init::Const(g))?
+                    }
+                    (SigmaInit::Constant(g), true) => {
+                        path.f_var("log_sigma", &shape, nn::Init::Const(g.ln()))?
+                    }
+                    (SigmaInit::Normal { mean, std }, false) => {
+                        path.f_var("sigma", &shape, nn::Init::Randn { mean, stdev: std })?
+                    }
+                    (SigmaInit::Normal { mean, std }, true) => {
+                        // ln of a normal draw; a draw at or below zero (more than 10 std
+                        // below the mean for svda-paper's N(1, 0.1)) is clamped to mean / 100.
+                        let draw =
+                            path.f_var("log_sigma", &shape, nn::Init::Randn { mean, stdev: std })?;
+                        tch::no_grad(|| -> Result<(), TchError> {
+                            let logs = draw.f_clamp_min(mean / 100.0)?.f_log()?;
+                            draw.shallow_clone().f_copy_(&logs)
+                        })?;
+                        draw
+                    }
+                };
+                let log_temperature = match options.temperature {
+                    Some(t) => Some(path.f_var(
+                        "log_temperature",
+                        &[config.num_heads],
+                        nn::Init::Const(t.ln()),
+                    )?),
+                    None => None,
+                };
+                Some(Spectrum {
+                    options,
+                    sigma,
+                    log_temperature,
+                })
             }
         };
         Ok(Self {
@@ -119,7 +183,7 @@ impl Attention {
             qkv_bias,
             proj_weight,
             proj_bias,
-            sigma,
+            spectrum,
         })
     }
 
@@ -128,28 +192,113 @@ impl Attention {
         &self.config
     }
 
-    /// SVDA's learnable sigma (H x d, the diagonal of Sigma per head); `None` for standard.
-    pub fn sigma(&self) -> Option<&Tensor> {
-        self.sigma.as_ref()
+    /// SVDA's effective sigma (H x d, the diagonal of Sigma per head, temperature included), as
+    /// the scores use it; `None` for standard attention. Differentiable: gradients reach the
+    /// stored variables.
+    pub fn sigma(&self) -> Result<Option<Tensor>, AttentionError> {
+        self.spectrum.as_ref().map(Spectrum::effective).transpose()
     }
 
-    /// Overwrites sigma in place (without recording gradients), to set chosen values in tests and
-    /// experiments. `values` must be H x d. Analysis passes never call it: they pass a sigma to
-    /// [`Self::forward_with_maps_and_sigma`] instead.
+    /// The per-head temperature (H) when the layer has one.
+    pub fn temperature(&self) -> Option<Tensor> {
+        self.spectrum
+            .as_ref()
+            .and_then(|s| s.log_temperature.as_ref())
+            .map(Tensor::exp)
+    }
+
+    /// SVDA's filled-in options; `None` for standard attention.
+    pub fn svda_options(&self) -> Option<&SvdaOptions> {
+        self.spectrum.as_ref().map(|s| &s.options)
+    }
+
+    /// Overwrites the stored spectrum in place (without recording gradients) so that the
+    /// effective sigma equals `values` (H x d): the temperature, if any, is set to 1. For tests
+    /// and experiments; analysis passes never call it, they pass a sigma to
+    /// [`Self::forward_with_maps_and_sigma`] instead. Log-parameterised layers need `values` > 0.
     pub fn set_sigma(&self, values: &Tensor) -> Result<(), AttentionError> {
-        let sigma = self.sigma.as_ref().ok_or(AttentionError::NoSigma)?;
-        if values.size() != sigma.size() {
+        let spectrum = self.spectrum.as_ref().ok_or(AttentionError::NoSigma)?;
+        self.check_sigma_shape(values)?;
+        let mut target = spectrum.sigma.shallow_clone();
+        let values = values
+            .f_to_device(target.device())?
+            .f_to_kind(target.kind())?;
+        let stored = match spectrum.options.parameterisation {
+            SigmaParameterisation::Linear => values,
+            SigmaParameterisation::Log => {
+                let smallest = values.f_min()?.f_double_value(&[])?;
+                if smallest.is_nan() || smallest <= 0.0 {
+                    return Err(AttentionError::InvalidConfig(format!(
+                        "a log-parameterised sigma must be positive; the values given reach {smallest}"
+                    )));
+                }
+                values.f_log()?
+            }
+        };
+        tch::no_grad(|| -> Result<(), TchError> {
+            target.f_copy_(&stored)?;
+            if let Some(t) = &spectrum.log_temperature {
+                let _ = t.shallow_clone().f_zero_()?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// svda-paper's regulariser of this layer (a scalar tensor on the layer's device):
+    /// lambda_o [mean((W_q^T W_q - I)^2) + mean((W_k^T W_k - I)^2)] + lambda_e mean_h H(p_h) with
+    /// p_h = sigma_h^2 / sum sigma_h^2 (natural log). `None` when both weights are zero or the
+    /// layer is standard attention (docs/attention.md, "svda-paper").
+    pub fn penalty(&self) -> Result<Option<Tensor>, AttentionError> {
+        let Some(spectrum) = &self.spectrum else {
+            return Ok(None);
+        };
+        let (lo, le) = (
+            spectrum.options.orthogonality_weight,
+            spectrum.options.entropy_weight,
+        );
+        if lo == 0.0 && le == 0.0 {
+            return Ok(None);
+        }
+        let dim = self.config.dim;
+        let mut total = Tensor::f_zeros([], (self.qkv_weight.kind(), self.qkv_weight.device()))?;
+        if lo > 0.0 {
+            let eye = Tensor::f_eye(dim, (self.qkv_weight.kind(), self.qkv_weight.device()))?;
+            for start in [0, dim] {
+                let w = self.qkv_weight.f_narrow(0, start, dim)?;
+                let gram = w.f_transpose(0, 1)?.f_matmul(&w)?;
+                let term = gram.f_sub(&eye)?.f_square()?.f_mean(None::<Kind>)?;
+                total = total.f_add(&term.f_mul_scalar(lo)?)?;
+            }
+        }
+        if le > 0.0 {
+            let energy = spectrum.effective()?.f_square()?;
+            // A head whose sigma is all zero has no spectrum; the clamp gives it p = 0 (entropy 0)
+            // instead of 0/0.
+            let energy_sum = energy
+                .f_sum_dim_intlist(-1, true, None::<Kind>)?
+                .f_clamp_min(1e-30)?;
+            let p = energy.f_div(&energy_sum)?;
+            // p ln p with 0 ln 0 = 0: clamping inside the log keeps the gradient finite.
+            let entropy = p
+                .f_mul(&p.f_clamp_min(1e-30)?.f_log()?)?
+                .f_sum_dim_intlist(-1, false, None::<Kind>)?
+                .f_neg()?
+                .f_mean(None::<Kind>)?;
+            total = total.f_add(&entropy.f_mul_scalar(le)?)?;
+        }
+        Ok(Some(total))
+    }
+
+    fn check_sigma_shape(&self, sigma: &Tensor) -> Result<(), AttentionError> {
+        let expected = [self.config.num_heads, self.config.head_dim()];
+        if sigma.size() != expected {
             return Err(AttentionError::TokenShape {
                 tensor: "sigma",
-                expected: format!("{} x {}", self.config.num_heads, self.config.head_dim()),
-                shape: values.size(),
+                expected: format!("{} x {}", expected[0], expected[1]),
+                shape: sigma.size(),
             });
         }
-        let mut target = sigma.shallow_clone();
-        let values = values
-            .f_to_device(sigma.device())?
-            .f_to_kind(sigma.kind())?;
-        tch::no_grad(|| target.f_copy_(&values))?;
         Ok(())
     }
 
@@ -189,15 +338,13 @@ impl Attention {
         x: &Tensor,
         sigma: &Tensor,
     ) -> Result<AttentionMaps, AttentionError> {
-        let own = self.sigma.as_ref().ok_or(AttentionError::NoSigma)?;
-        if sigma.size() != own.size() {
-            return Err(AttentionError::TokenShape {
-                tensor: "sigma",
-                expected: format!("{} x {}", self.config.num_heads, self.config.head_dim()),
-                shape: sigma.size(),
-            });
+        if self.spectrum.is_none() {
+            return Err(AttentionError::NoSigma);
         }
-        let sigma = sigma.f_to_device(own.device())?.f_to_kind(own.kind())?;
+        self.check_sigma_shape(sigma)?;
+        let sigma = sigma
+            .f_to_device(self.qkv_weight.device())?
+            .f_to_kind(self.qkv_weight.kind())?;
         let heads = self.project(x, None)?;
         self.explicit(heads, Some(&sigma))
     }
@@ -283,23 +430,27 @@ impl Attention {
         k: Tensor,
         sigma: Option<&Tensor>,
     ) -> Result<ScoreOperands, AttentionError> {
-        match sigma.or(self.sigma.as_ref()) {
-            None => Ok(ScoreOperands {
-                query: q,
-                key: k,
-                unit_query: None,
-            }),
-            Some(sigma) => {
-                let unit_query = unit_rows(&q)?;
-                // sigma (H x d) broadcasts over the batch and token dims of B x M x H x d.
-                let query = unit_query.f_mul(sigma)?;
-                Ok(ScoreOperands {
-                    query,
-                    key: unit_rows(&k)?,
-                    unit_query: Some(unit_query),
-                })
+        let sigma = match (sigma, &self.spectrum) {
+            (Some(given), _) => given.shallow_clone(),
+            (None, Some(spectrum)) => spectrum.effective()?,
+            (None, None) => {
+                return Ok(ScoreOperands {
+                    query: q,
+                    key: k,
+                    unit_query: None,
+                    sigma: None,
+                });
             }
-        }
+        };
+        let unit_query = unit_rows(&q)?;
+        // sigma (H x d) broadcasts over the batch and token dims of B x M x H x d.
+        let query = unit_query.f_mul(&sigma)?;
+        Ok(ScoreOperands {
+            query,
+            key: unit_rows(&k)?,
+            unit_query: Some(unit_query),
+            sigma: Some(sigma),
+        })
     }
 
     /// One `scaled_dot_product_attention` call on the score operands.
@@ -340,7 +491,7 @@ impl Attention {
             probabilities,
             queries: head_major(&ops.unit_query.unwrap_or(heads.q))?,
             keys,
-            sigma: sigma.or(self.sigma.as_ref()).map(Tensor::shallow_clone),
+            sigma: ops.sigma,
         })
     }
 

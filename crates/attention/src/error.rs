@@ -78,7 +78,7 @@ pub enum AttentionError {
 
     /// `set_sigma` on a standard layer, which has no sigma.
     #[error(
-        "this attention layer is standard attention and has no sigma; build it with kind = \"svda\""
+        "this attention layer is standard attention and has no sigma; build it with kind = \"svda\" or \"svda-paper\""
     )]
     NoSigma,
 

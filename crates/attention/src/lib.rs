@@ -17,7 +17,10 @@
 //! * **Score functions.** Standard: A = softmax(Q K^T / sqrt(d)). SVDA: A = softmax(Q^ diag(sigma)
 //!   K^^T / sqrt(d)), with Q^ and K^ the rows of Q and K divided by max(||row||_2, 1e-6)
 //!   ([`SVDA_EPS`], PyTorch's `F.normalize` convention; a zero row stays zero), sigma (H x d)
-//!   learnable per head and initialised to ones. SVDA adds H * d parameters per layer.
+//!   learnable per head. glassbox's `svda` stores log sigma and starts it at a gain
+//!   (10 sqrt(d), [`DEFAULT_SVDA_LOGIT_SCALE`]) on a learnable per-head temperature so that the attention can select from the first step; `svda-paper`
+//!   reproduces the SVDA reference code (sigma ~ N(1, 0.1) and two penalties, [`Attention::penalty`]).
+//!   SVDA adds H * d parameters per layer (H more with the optional temperature).
 //! * **Two paths.** [`Attention::forward_t`] (training and inference) folds sigma into the queries
 //!   (Q~ = Q^ * sigma) and calls libtorch's `scaled_dot_product_attention` once.
 //!   [`Attention::forward_with_maps`] (analysis, no dropout) forms A explicitly and returns
@@ -42,7 +45,8 @@
 //! | `qkv.bias`         | 3D         | cat([`attention.query.bias`, `attention.key.bias`, `attention.value.bias`]) |
 //! | `proj.weight`      | D x D      | `output.dense.weight`                                     |
 //! | `proj.bias`        | D          | `output.dense.bias`                                       |
-//! | `sigma` (SVDA)     | H x d      | none (initialise to ones)                                 |
+//! | `sigma` (svda-paper) or `log_sigma` (svda) | H x d | none (SVDA has no HF counterpart) |
+//! | `log_temperature` (SVDA option) | H | none                                           |
 //!
 //! Rows 0..D of `qkv` are the queries, D..2D the keys, 2D..3D the values, and within each block
 //! head h owns rows h*d..(h+1)*d, exactly as in timm and HF. The encoder's checkpoint import does
@@ -54,6 +58,9 @@ pub mod error;
 pub mod tokens;
 
 pub use attention::{Attention, AttentionMaps, SVDA_EPS};
-pub use config::{AttentionConfig, AttentionKind};
+pub use config::{
+    AttentionConfig, AttentionKind, DEFAULT_SVDA_LOGIT_SCALE, DEFAULT_SVDA_LR, SigmaInit,
+    SigmaParameterisation, SpectrumRate, SvdaConfig, SvdaOptions,
+};
 pub use error::AttentionError;
 pub use tokens::{check_token_indices, gather_tokens, scatter_tokens};

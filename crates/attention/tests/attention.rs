@@ -9,7 +9,7 @@ use glassbox_attention::{
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
 
-const KINDS: [AttentionKind; 2] = [AttentionKind::Standard, AttentionKind::Svda];
+const KINDS: [AttentionKind; 3] = AttentionKind::ALL;
 const OPTS: (Kind, Device) = (Kind::Float, Device::Cpu);
 
 /// A layer with seeded random weights; SVDA's sigma is set away from ones so that it matters.
@@ -17,7 +17,7 @@ fn layer(kind: AttentionKind, dim: i64, heads: i64, seed: i64) -> (nn::VarStore,
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
     let attn = Attention::new(vs.root() / "attn", &AttentionConfig::new(dim, heads, kind)).unwrap();
-    if kind == AttentionKind::Svda {
+    if kind.has_sigma() {
         let sigma = Tensor::rand([heads, dim / heads], OPTS) * 2.0 + 0.25;
         attn.set_sigma(&sigma).unwrap();
     }
@@ -220,7 +220,7 @@ fn svda_maps_hold_unit_rows_and_the_layer_sigma() {
         let norms = t.square().sum_dim_intlist(-1, false, Kind::Float).sqrt();
         assert!(max_abs_diff(&norms, &norms.ones_like()) < 1e-5);
     }
-    assert!(maps.sigma.unwrap().equal(attn.sigma().unwrap()));
+    assert!(maps.sigma.unwrap().equal(&attn.sigma().unwrap().unwrap()));
 
     let (_vs, standard) = layer(AttentionKind::Standard, 16, 2, 12);
     let maps = standard.forward_with_maps(&x).unwrap();
@@ -243,7 +243,12 @@ fn gradients_reach_sigma_and_every_weight_finite_and_nonzero() {
             let upstream = Tensor::randn(out.size(), OPTS);
             (out * upstream).sum(Kind::Float).backward();
             let vars = vs.variables();
-            let expected = if kind == AttentionKind::Svda { 5 } else { 4 };
+            // svda: log_sigma and log_temperature; svda-paper: sigma.
+            let expected = match kind {
+                AttentionKind::Standard => 4,
+                AttentionKind::Svda => 6,
+                AttentionKind::SvdaPaper => 5,
+            };
             assert_eq!(vars.len(), expected);
             for (name, var) in &vars {
                 let grad = var.grad();
@@ -300,7 +305,7 @@ fn dropout_acts_only_when_training() {
 }
 
 #[test]
-fn timm_parameter_names_and_svda_adds_h_times_d_parameters() {
+fn timm_parameter_names_and_svda_adds_h_times_d_parameters_plus_h_temperatures() {
     let count = |kind| {
         let vs = nn::VarStore::new(Device::Cpu);
         Attention::new(
@@ -325,8 +330,12 @@ fn timm_parameter_names_and_svda_adds_h_times_d_parameters() {
         ]
     );
     let (svda_names, svda) = count(AttentionKind::Svda);
-    assert!(svda_names.contains(&"blocks.0.attn.sigma".to_string()));
-    assert_eq!(svda - standard, 48);
+    assert!(svda_names.contains(&"blocks.0.attn.log_sigma".to_string()));
+    assert!(svda_names.contains(&"blocks.0.attn.log_temperature".to_string()));
+    assert_eq!(svda - standard, 48 + 4);
+    let (paper_names, paper) = count(AttentionKind::SvdaPaper);
+    assert!(paper_names.contains(&"blocks.0.attn.sigma".to_string()));
+    assert_eq!(paper - standard, 48);
     assert_eq!(standard, 3 * 48 * 48 + 3 * 48 + 48 * 48 + 48);
 }
 
@@ -336,9 +345,9 @@ proptest! {
     #[test]
     fn attention_rows_sum_to_one_and_paths_agree(
         batch in 1i64..3, tokens in 1i64..10, heads in 1i64..4, head_dim in 1i64..6,
-        svda in any::<bool>(), seed in 0i64..1000,
+        kind in 0usize..3, seed in 0i64..1000,
     ) {
-        let kind = if svda { AttentionKind::Svda } else { AttentionKind::Standard };
+        let kind = AttentionKind::ALL[kind];
         let (_vs, attn) = layer(kind, heads * head_dim, heads, seed);
         let x = Tensor::randn([batch, tokens, heads * head_dim], OPTS) * 3.0;
         let maps = attn.forward_with_maps(&x).unwrap();
@@ -361,11 +370,11 @@ fn a_sigma_passed_to_the_analysis_path_acts_as_if_set_and_leaves_the_layer_alone
     let cfg = AttentionConfig::new(16, 2, AttentionKind::Svda);
     let attn = Attention::new(vs.root(), &cfg).unwrap();
     let x = Tensor::randn([2, 5, 16], OPTS);
-    let own = attn.sigma().unwrap().detach().copy();
+    let own = attn.sigma().unwrap().unwrap().detach().copy();
     let other = Tensor::rand([2, 8], OPTS) * 3.0 + 0.5;
     let passed = attn.forward_with_maps_and_sigma(&x, &other).unwrap();
     assert!(
-        attn.sigma().unwrap().equal(&own),
+        attn.sigma().unwrap().unwrap().equal(&own),
         "the layer's sigma was written"
     );
     attn.set_sigma(&other).unwrap();

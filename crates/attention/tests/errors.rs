@@ -104,7 +104,7 @@ fn set_sigma_checks_shape_and_kind() {
         &AttentionConfig::new(8, 2, AttentionKind::Standard),
     )
     .unwrap();
-    assert!(standard.sigma().is_none());
+    assert!(standard.sigma().unwrap().is_none());
     let err = standard
         .set_sigma(&Tensor::ones([2, 4], (Kind::Float, Device::Cpu)))
         .unwrap_err();

@@ -80,9 +80,12 @@ impl DptConfig {
 
     /// A preset by name: one of [`PRESETS`], optionally with `-svda`.
     pub fn preset(name: &str) -> Result<Self, DptError> {
-        let (base, kind) = match name.strip_suffix("-svda") {
-            Some(base) => (base, AttentionKind::Svda),
-            None => (name, AttentionKind::Standard),
+        let (base, kind) = if let Some(base) = name.strip_suffix("-svda-paper") {
+            (base, AttentionKind::SvdaPaper)
+        } else if let Some(base) = name.strip_suffix("-svda") {
+            (base, AttentionKind::Svda)
+        } else {
+            (name, AttentionKind::Standard)
         };
         let config = match base {
             "dpt-tiny" => Self::dpt_tiny(),
@@ -91,7 +94,7 @@ impl DptConfig {
             "dpt-test" => Self::dpt_test(),
             _ => {
                 return Err(DptError::InvalidConfig(format!(
-                    "unknown preset {name:?}; known: {} (each also with -svda)",
+                    "unknown preset {name:?}; known: {} (each also with -svda or -svda-paper)",
                     PRESETS.join(", ")
                 )));
             }
@@ -99,9 +102,11 @@ impl DptConfig {
         Ok(config.with_attention(kind))
     }
 
-    /// The same model with standard or SVDA attention in every block.
+    /// The same model with standard, SVDA or svda-paper attention in every block. Changing the
+    /// kind drops SVDA options set for the previous kind (each kind has its own defaults); set
+    /// options after choosing the kind.
     pub fn with_attention(mut self, kind: AttentionKind) -> Self {
-        self.encoder.attention = kind;
+        self.encoder = self.encoder.with_attention(kind);
         self
     }
 
@@ -154,6 +159,7 @@ impl DptConfig {
                 .and_then(serde_json::Value::as_f64)
                 .ok_or_else(|| bad("layer_norm_eps"))?,
             attention: AttentionKind::Standard,
+            svda: Default::default(),
             qkv_bias: json
                 .get("qkv_bias")
                 .and_then(serde_json::Value::as_bool)

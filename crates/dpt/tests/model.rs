@@ -54,10 +54,16 @@ fn presets_have_the_parameter_counts_docs_architecture_md_lists() {
 }
 
 #[test]
-fn svda_adds_heads_times_head_dim_parameters_per_layer() {
+fn svda_adds_heads_times_head_dim_parameters_per_layer_plus_a_temperature_per_head() {
     let standard = count(&DptConfig::dpt_tiny());
     let svda = count(&DptConfig::preset("dpt-tiny-svda").unwrap());
-    assert_eq!(svda - standard, 12 * 192, "12 layers x H x d = 12 x 192");
+    assert_eq!(
+        svda - standard,
+        12 * (192 + 3),
+        "12 layers x (H x d sigma + H temperatures)"
+    );
+    let paper = count(&DptConfig::preset("dpt-tiny-svda-paper").unwrap());
+    assert_eq!(paper - standard, 12 * 192, "svda-paper: sigma only");
 }
 
 #[test]
@@ -94,6 +100,13 @@ fn presets_are_named_and_unknown_names_are_refused() {
             .encoder
             .attention,
         AttentionKind::Svda
+    );
+    assert_eq!(
+        DptConfig::preset("dpt-base-svda-paper")
+            .unwrap()
+            .encoder
+            .attention,
+        AttentionKind::SvdaPaper
     );
     let msg = DptConfig::preset("dpt-huge").unwrap_err().to_string();
     assert!(

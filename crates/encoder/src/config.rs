@@ -1,6 +1,6 @@
 //! The serde configuration of the ViT encoder and its named presets (`docs/architecture.md`).
 
-use glassbox_attention::{AttentionConfig, AttentionKind};
+use glassbox_attention::{AttentionConfig, AttentionKind, SvdaConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::EncoderError;
@@ -29,9 +29,13 @@ pub struct VitConfig {
     /// LayerNorm eps; 1e-6 in timm, HF checkpoints often say 1e-12 (read it from their config).
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
-    /// Standard or SVDA attention in every block.
+    /// Standard, SVDA or svda-paper attention in every block.
     #[serde(default)]
     pub attention: AttentionKind,
+    /// SVDA's options (gain, parameterisation, temperature, learning rate, penalties); unset
+    /// fields take the attention kind's defaults (docs/attention.md).
+    #[serde(default, skip_serializing_if = "is_default_svda")]
+    pub svda: SvdaConfig,
     /// Whether the qkv projection has a bias (true for ViT/DPT checkpoints).
     #[serde(default = "default_true")]
     pub qkv_bias: bool,
@@ -43,6 +47,10 @@ pub struct VitConfig {
     /// Dropout after the embeddings, the attention projection and the MLP (training only).
     #[serde(default)]
     pub hidden_dropout: f64,
+}
+
+fn is_default_svda(config: &SvdaConfig) -> bool {
+    *config == SvdaConfig::default()
 }
 
 fn default_channels() -> i64 {
@@ -73,6 +81,7 @@ impl VitConfig {
             num_channels: 3,
             layer_norm_eps: 1e-6,
             attention: AttentionKind::Standard,
+            svda: SvdaConfig::default(),
             qkv_bias: true,
             hooks,
             attention_dropout: 0.0,
@@ -100,8 +109,13 @@ impl VitConfig {
         Self::preset(1024, 24, 16, 384, vec![5, 12, 18, 24])
     }
 
-    /// The same backbone with another attention kind (the one-switch SVDA ablation).
+    /// The same backbone with another attention kind (the one-switch SVDA ablation). Changing
+    /// the kind drops SVDA options set for the previous kind, whose defaults differ (a resolved
+    /// svda config would otherwise turn svda-paper into svda).
     pub fn with_attention(mut self, kind: AttentionKind) -> Self {
+        if kind != self.attention {
+            self.svda = SvdaConfig::default();
+        }
         self.attention = kind;
         self
     }
@@ -117,6 +131,7 @@ impl VitConfig {
             attn_drop: self.attention_dropout,
             proj_drop: self.hidden_dropout,
             qkv_bias: self.qkv_bias,
+            svda: self.svda.clone(),
             ..AttentionConfig::new(self.hidden_size, self.num_heads, self.attention)
         }
     }
@@ -211,6 +226,21 @@ mod tests {
             ..VitConfig::vit_tiny()
         };
         assert!(c.validate().unwrap_err().to_string().contains("increasing"));
+    }
+
+    #[test]
+    fn switching_the_attention_kind_drops_the_previous_kinds_svda_options() {
+        let mut c = VitConfig::vit_tiny().with_attention(AttentionKind::Svda);
+        c.svda.gain = Some(7.0);
+        // Same kind: kept.
+        let same = c.clone().with_attention(AttentionKind::Svda);
+        assert_eq!(same.svda.gain, Some(7.0));
+        // Another kind: svda-paper gets its own defaults, not svda's resolved options.
+        let paper = c.with_attention(AttentionKind::SvdaPaper);
+        assert_eq!(paper.svda, SvdaConfig::default());
+        let options = paper.attention_config().svda_options().unwrap();
+        assert_eq!(options.initial_gain(), 1.0);
+        assert_eq!(options.orthogonality_weight, 1e-3);
     }
 
     #[test]

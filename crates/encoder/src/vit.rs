@@ -179,6 +179,26 @@ impl Encoder {
         &self.blocks
     }
 
+    /// The sum over blocks of the attention regulariser ([`Attention::penalty`]: svda-paper's
+    /// orthogonality and sigma-entropy terms), to add to the training loss; `None` when no block
+    /// has one.
+    pub fn penalty(&self) -> Result<Option<Tensor>, EncoderError> {
+        let mut total: Option<Tensor> = None;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let penalty = block
+                .attention()
+                .penalty()
+                .map_err(|source| EncoderError::Attention { block: i, source })?;
+            if let Some(p) = penalty {
+                total = Some(match total {
+                    Some(t) => t.f_add(&p)?,
+                    None => p,
+                });
+            }
+        }
+        Ok(total)
+    }
+
     /// Checks that `images` is B x C x H x W float with H, W multiples of p, and returns the grid.
     fn check_images(&self, images: &Tensor) -> Result<(i64, i64), EncoderError> {
         let p = self.config.patch_size;

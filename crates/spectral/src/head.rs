@@ -4,11 +4,15 @@
 use ndarray::{ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
+use crate::distance::{TokenGrid, mean_attention_distance};
 use crate::error::{Result, SpectralError};
-use crate::map::{Directions, Perturbed, map_pass};
+use crate::map::{Directions, Perturbed, gini_uniform, map_pass};
 use crate::rank::effective_rank;
 use crate::real::Real;
-use crate::sigma::{hoyer_sparsity, small_sigma_share, spectral_entropy};
+use crate::sigma::{
+    hoyer_sparsity, paper_effective_rank, paper_sparsity, paper_spectral_entropy,
+    small_sigma_share, spectral_entropy,
+};
 use crate::validate;
 
 /// Which attention produced the head: the sigma indicators (1, 3) and the sigma-perturbation
@@ -36,6 +40,9 @@ pub struct HeadInput<'a, T: Real = f32> {
     pub perturbed_input: Vec<ArrayView2<'a, T>>,
     /// A with sigma scaled by (1 + noise), one per draw (SVDA only); empty means "not measured".
     pub perturbed_sigma: Vec<ArrayView2<'a, T>>,
+    /// Where the tokens sit in the image, for the mean attention distance (indicator 7);
+    /// `None` means "not measured".
+    pub grid: Option<TokenGrid>,
 }
 
 impl<'a, T: Real> HeadInput<'a, T> {
@@ -53,6 +60,7 @@ impl<'a, T: Real> HeadInput<'a, T> {
             k,
             perturbed_input: Vec::new(),
             perturbed_sigma: Vec::new(),
+            grid: None,
         }
     }
 
@@ -71,12 +79,19 @@ impl<'a, T: Real> HeadInput<'a, T> {
             k: k_hat,
             perturbed_input: Vec::new(),
             perturbed_sigma: Vec::new(),
+            grid: None,
         }
     }
 
     /// Adds the maps recomputed on noisy inputs (indicator 6).
     pub fn with_perturbed_input(mut self, maps: Vec<ArrayView2<'a, T>>) -> Self {
         self.perturbed_input = maps;
+        self
+    }
+
+    /// Adds the token layout, so that the mean attention distance is measured (indicator 7).
+    pub fn with_grid(mut self, grid: TokenGrid) -> Self {
+        self.grid = Some(grid);
         self
     }
 
@@ -135,6 +150,37 @@ pub struct Indicators {
     /// 6'. Robustness to sigma noise (SVDA), <= 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub robustness_sigma: Option<f64>,
+    /// 7. Mean attention distance over patch tokens, in patches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_distance: Option<f64>,
+    /// 7, in pixels (patches times the patch size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_distance_px: Option<f64>,
+    /// 7 for perfectly uniform attention over the same grid, in patches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_distance_uniform: Option<f64>,
+    /// Paper form of 1: entropy of sigma^2 / sum sigma^2 in nats (ln d when flat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper_spectral_entropy: Option<f64>,
+    /// Paper form of the effective rank: exp of the paper entropy, in [1, d].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper_effective_rank: Option<f64>,
+    /// Paper form of 3: share of |sigma_k| < 1e-3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper_sparsity: Option<f64>,
+    /// Paper form of 4: mean same-token cosine cos(q_i, k_i) (dense maps only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper_alignment: Option<f64>,
+    /// Paper form of 5: mean over queries of 1 - sum_j A_ij^2 (Gini impurity). `None` only in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gini_selectivity: Option<f64>,
+    /// What the Gini form reads for uniform attention over the same keys, 1 - 1/N; ours reads 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gini_uniform: Option<f64>,
+    /// Paper form of 6: ||A(x + delta) - A(x)||_F / numel(A), mean over draws.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper_robustness_input: Option<f64>,
 }
 
 impl Indicators {
@@ -159,6 +205,16 @@ impl Indicators {
             selectivity: mean(|x| x.selectivity),
             robustness_input: mean_opt(|x| x.robustness_input),
             robustness_sigma: mean_opt(|x| x.robustness_sigma),
+            attention_distance: mean_opt(|x| x.attention_distance),
+            attention_distance_px: mean_opt(|x| x.attention_distance_px),
+            attention_distance_uniform: mean_opt(|x| x.attention_distance_uniform),
+            paper_spectral_entropy: mean_opt(|x| x.paper_spectral_entropy),
+            paper_effective_rank: mean_opt(|x| x.paper_effective_rank),
+            paper_sparsity: mean_opt(|x| x.paper_sparsity),
+            paper_alignment: mean_opt(|x| x.paper_alignment),
+            gini_selectivity: mean_opt(|x| x.gini_selectivity),
+            gini_uniform: mean_opt(|x| x.gini_uniform),
+            paper_robustness_input: mean_opt(|x| x.paper_robustness_input),
         })
     }
 
@@ -173,6 +229,25 @@ impl Indicators {
             Indicator::Selectivity => Some(self.selectivity),
             Indicator::RobustnessInput => self.robustness_input,
             Indicator::RobustnessSigma => self.robustness_sigma,
+            Indicator::AttentionDistance => self.attention_distance,
+            Indicator::PaperSpectralEntropy => self.paper_spectral_entropy,
+            Indicator::PaperEffectiveRank => self.paper_effective_rank,
+            Indicator::PaperSparsity => self.paper_sparsity,
+            Indicator::PaperAlignment => self.paper_alignment,
+            Indicator::GiniSelectivity => self.gini_selectivity,
+            Indicator::PaperRobustnessInput => self.paper_robustness_input,
+        }
+    }
+
+    /// What `indicator` reads for perfectly uniform attention on the same map, where that is
+    /// defined: 0 for our selectivity, 1 - 1/N for the Gini form, the grid's mean patch distance
+    /// for the attention distance. Tables and figures show it beside the value.
+    pub fn uniform_value(&self, indicator: Indicator) -> Option<f64> {
+        match indicator {
+            Indicator::Selectivity => Some(0.0),
+            Indicator::GiniSelectivity => self.gini_uniform,
+            Indicator::AttentionDistance => self.attention_distance_uniform,
+            _ => None,
         }
     }
 }
@@ -189,11 +264,18 @@ pub enum Indicator {
     Selectivity,
     RobustnessInput,
     RobustnessSigma,
+    AttentionDistance,
+    PaperSpectralEntropy,
+    PaperEffectiveRank,
+    PaperSparsity,
+    PaperAlignment,
+    GiniSelectivity,
+    PaperRobustnessInput,
 }
 
 impl Indicator {
-    /// All values in the order of `docs/spectral.md`.
-    pub const ALL: [Indicator; 8] = [
+    /// Ours: the six of `docs/spectral.md` and the attention distance (7).
+    pub const OURS: [Indicator; 9] = [
         Indicator::SpectralEntropy,
         Indicator::EffectiveRank,
         Indicator::HoyerSparsity,
@@ -202,7 +284,38 @@ impl Indicator {
         Indicator::Selectivity,
         Indicator::RobustnessInput,
         Indicator::RobustnessSigma,
+        Indicator::AttentionDistance,
     ];
+
+    /// The SVDA reference code's forms, reported beside ours.
+    pub const PAPER: [Indicator; 6] = [
+        Indicator::PaperSpectralEntropy,
+        Indicator::PaperEffectiveRank,
+        Indicator::PaperSparsity,
+        Indicator::PaperAlignment,
+        Indicator::GiniSelectivity,
+        Indicator::PaperRobustnessInput,
+    ];
+
+    /// All values in the order of `docs/spectral.md`: [`Self::OURS`], then [`Self::PAPER`].
+    pub const ALL: [Indicator; 15] = {
+        let mut all = [Indicator::SpectralEntropy; 15];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = if i < Self::OURS.len() {
+                Self::OURS[i]
+            } else {
+                Self::PAPER[i - Self::OURS.len()]
+            };
+            i += 1;
+        }
+        all
+    };
+
+    /// Whether this is one of the SVDA reference code's forms.
+    pub fn is_paper_form(self) -> bool {
+        Self::PAPER.contains(&self)
+    }
 
     /// The JSON field name, also a plot label.
     pub fn name(self) -> &'static str {
@@ -215,6 +328,13 @@ impl Indicator {
             Indicator::Selectivity => "selectivity",
             Indicator::RobustnessInput => "robustness_input",
             Indicator::RobustnessSigma => "robustness_sigma",
+            Indicator::AttentionDistance => "attention_distance",
+            Indicator::PaperSpectralEntropy => "paper_spectral_entropy",
+            Indicator::PaperEffectiveRank => "paper_effective_rank",
+            Indicator::PaperSparsity => "paper_sparsity",
+            Indicator::PaperAlignment => "paper_alignment",
+            Indicator::GiniSelectivity => "gini_selectivity",
+            Indicator::PaperRobustnessInput => "paper_robustness_input",
         }
     }
 }
@@ -250,6 +370,22 @@ pub fn compute_head<T: Real>(head: usize, input: &HeadInput<'_, T>) -> Result<He
     let robustness_sigma = (!input.perturbed_sigma.is_empty())
         .then(|| robustness.next())
         .flatten();
+    let paper_robustness_input = (!input.perturbed_input.is_empty())
+        .then(|| stats.change_per_entry.first().copied())
+        .flatten();
+    let distance = match &input.grid {
+        Some(grid) => mean_attention_distance(input.attention, grid)?
+            .map(|d| (d, grid.patch_size(), grid.uniform_distance())),
+        None => None,
+    };
+    let paper_sigma = match input.sigma {
+        Some(sigma) => Some((
+            paper_spectral_entropy(sigma)?,
+            paper_effective_rank(sigma)?,
+            paper_sparsity(sigma)?,
+        )),
+        None => None,
+    };
     let sigma_indicators = match input.sigma {
         Some(sigma) => Some((
             spectral_entropy(sigma)?,
@@ -272,6 +408,16 @@ pub fn compute_head<T: Real>(head: usize, input: &HeadInput<'_, T>) -> Result<He
             selectivity: stats.selectivity,
             robustness_input,
             robustness_sigma,
+            attention_distance: distance.map(|d| d.0),
+            attention_distance_px: distance.map(|d| d.0 * d.1),
+            attention_distance_uniform: distance.map(|d| d.2),
+            paper_spectral_entropy: paper_sigma.map(|s| s.0),
+            paper_effective_rank: paper_sigma.map(|s| s.1),
+            paper_sparsity: paper_sigma.map(|s| s.2),
+            paper_alignment: directions.same_token_alignment(),
+            gini_selectivity: Some(stats.gini_selectivity),
+            gini_uniform: Some(gini_uniform(input.attention.ncols())),
+            paper_robustness_input,
         },
     })
 }

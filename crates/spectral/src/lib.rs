@@ -7,7 +7,11 @@
 //!    [`small_sigma_share`]),
 //! 4. angular alignment ([`angular_alignment`]),
 //! 5. selectivity ([`selectivity`]),
-//! 6. perturbation robustness ([`perturbation_robustness`]).
+//! 6. perturbation robustness ([`perturbation_robustness`]),
+//! 7. mean attention distance ([`mean_attention_distance`]),
+//!
+//! and beside them the forms the public SVDA reference code computes ([`gini_selectivity`],
+//! [`paper_spectral_entropy`], ...), each selectivity with its value for uniform attention.
 //!
 //! [`compute_head`] evaluates all of them for one head, [`SpectralRecord::compute`] for a whole
 //! model in parallel, ready to append to `spectral.jsonl`. Inputs may be `f32` or `f64`; the maths
@@ -18,6 +22,7 @@
 // Links the system OpenBLAS/LAPACK that ndarray-linalg calls into.
 extern crate openblas_src;
 
+mod distance;
 mod error;
 mod head;
 mod kernels;
@@ -33,19 +38,25 @@ mod run;
 mod sigma;
 mod validate;
 
+pub use distance::{TokenGrid, mean_attention_distance};
 pub use error::{Result, SpectralError};
 pub use head::{AttentionKind, HeadIndicators, HeadInput, Indicator, Indicators, compute_head};
-pub use map::{angular_alignment, perturbation_robustness, selectivity};
+pub use map::{
+    angular_alignment, gini_selectivity, gini_uniform, perturbation_robustness, selectivity,
+};
 pub use rank::{
     RANK_CUTOFF, effective_rank, effective_rank_from_singular_values, score_singular_values,
 };
 pub use real::Real;
 pub use record::{DepthProfile, LayerIndicators, SpectralRecord, compute_layer};
 pub use run::{
-    ATTENTION_DIR, SIGMA_FILE, SPECTRAL_FILE, SigmaSpectra, append_line, layer_table,
+    ATTENTION_DIR, SIGMA_FILE, SPECTRAL_FILE, SigmaSpectra, SigmaSummary, append_line, layer_table,
     read_sigma_log, read_spectral_log,
 };
-pub use sigma::{SMALL_SIGMA_FRACTION, hoyer_sparsity, small_sigma_share, spectral_entropy};
+pub use sigma::{
+    PAPER_SMALL_SIGMA, SMALL_SIGMA_FRACTION, hoyer_sparsity, paper_effective_rank, paper_sparsity,
+    paper_spectral_entropy, small_sigma_share, spectral_entropy,
+};
 pub use validate::ROW_SUM_TOLERANCE;
 
 unsafe extern "C" {

@@ -25,10 +25,14 @@ pub(crate) struct Perturbed<'m, 'a, T> {
 /// What one pass over an attention map yields.
 pub(crate) struct MapStats {
     pub selectivity: f64,
+    /// Mean over rows of 1 - sum_j A_ij^2 (the SVDA reference code's selectivity).
+    pub gini_selectivity: f64,
     /// Present when query and key directions were supplied.
     pub alignment: Option<f64>,
     /// Mean robustness per [`Perturbed`] list, in the order given.
     pub robustness: Vec<f64>,
+    /// Mean ||A' - A||_F / numel(A) per [`Perturbed`] list (the reference code's form).
+    pub change_per_entry: Vec<f64>,
 }
 
 /// Query and key rows scaled to unit length (f64, M x d and N x d); a zero row stays zero, so its
@@ -63,6 +67,23 @@ impl Directions {
         Ok(Self {
             queries: unit_rows(q),
             keys: unit_rows(k),
+        })
+    }
+}
+
+impl Directions {
+    /// The reference code's alignment: mean over tokens of cos(q_i, k_i), the query and key of
+    /// the same token; `None` unless queries and keys are the same tokens (a dense map).
+    pub(crate) fn same_token_alignment(&self) -> Option<f64> {
+        let n = self.queries.nrows();
+        (n == self.keys.nrows() && n > 0).then(|| {
+            self.queries
+                .rows()
+                .into_iter()
+                .zip(self.keys.rows())
+                .map(|(q, k)| q.dot(&k))
+                .sum::<f64>()
+                / n as f64
         })
     }
 }
@@ -140,6 +161,7 @@ pub(crate) fn map_pass<T: Real>(
     let mut distance_sq: Vec<Vec<f64>> =
         perturbed.iter().map(|l| vec![0.0; l.maps.len()]).collect();
     let (mut selectivity_sum, mut alignment_sum, mut frobenius_sq) = (0.0, 0.0, 0.0);
+    let mut gini_sum = 0.0;
 
     for start in (0..n_queries).step_by(BLOCK_ROWS) {
         let rows = (n_queries - start).min(BLOCK_ROWS);
@@ -153,6 +175,7 @@ pub(crate) fn map_pass<T: Real>(
             // H(A_i / s) = ln s - (sum_j a_j ln a_j) / s for a row with sum s.
             let entropy = totals.sum.ln() - sum_a_ln_a / totals.sum;
             selectivity_sum += (1.0 - entropy / ln_n).clamp(0.0, 1.0);
+            gini_sum += 1.0 - totals.sum_sq / (totals.sum * totals.sum);
         }
         if let Some(dir) = directions {
             let block_view = ArrayView2::from_shape((rows, n_keys), &*block)
@@ -183,8 +206,14 @@ pub(crate) fn map_pass<T: Real>(
 
     let frobenius = frobenius_sq.sqrt();
     let m = n_queries as f64;
+    let entries = (n_queries * n_keys) as f64;
     Ok(MapStats {
         selectivity: selectivity_sum / m,
+        gini_selectivity: gini_sum / m,
+        change_per_entry: distance_sq
+            .iter()
+            .map(|draws| draws.iter().map(|d| d.sqrt() / entries).sum::<f64>() / draws.len() as f64)
+            .collect(),
         alignment: directions.map(|_| alignment_sum / m),
         robustness: distance_sq
             .iter()
@@ -203,6 +232,18 @@ pub(crate) fn map_pass<T: Real>(
 /// query looks at one key, 0 when every query spreads uniformly over all N keys.
 pub fn selectivity<T: Real>(attention: ArrayView2<'_, T>) -> Result<f64> {
     Ok(map_pass("attention", attention, None, &[])?.selectivity)
+}
+
+/// The SVDA reference code's selectivity, mean over queries of 1 - sum_j A_ij^2 (a Gini
+/// impurity). It is 1 - 1/N for uniform rows (0.985 for N = 65) and 0 for one-hot rows, so on its
+/// own it cannot tell structure from none: report it beside [`gini_uniform`].
+pub fn gini_selectivity<T: Real>(attention: ArrayView2<'_, T>) -> Result<f64> {
+    Ok(map_pass("attention", attention, None, &[])?.gini_selectivity)
+}
+
+/// What [`gini_selectivity`] reads for perfectly uniform attention over `keys` keys: 1 - 1/N.
+pub fn gini_uniform(keys: usize) -> f64 {
+    1.0 - 1.0 / keys as f64
 }
 
 /// Indicator 4: how much attention mass goes where queries and keys point the same way, mean over
@@ -243,6 +284,29 @@ mod tests {
     fn uniform_attention_has_selectivity_zero() {
         let a = Array2::<f32>::from_elem((5, 8), 1.0 / 8.0);
         assert_abs_diff_eq!(selectivity(a.view()).unwrap(), 0.0, epsilon = 1e-7);
+    }
+
+    #[test]
+    fn uniform_and_one_hot_maps_give_both_selectivities_their_extremes() {
+        for n in [2usize, 17, 65, 577] {
+            let uniform = Array2::<f64>::from_elem((4, n), 1.0 / n as f64);
+            assert_abs_diff_eq!(selectivity(uniform.view()).unwrap(), 0.0, epsilon = 1e-12);
+            assert_abs_diff_eq!(
+                gini_selectivity(uniform.view()).unwrap(),
+                1.0 - 1.0 / n as f64,
+                epsilon = 1e-12
+            );
+            assert_abs_diff_eq!(gini_uniform(n), 1.0 - 1.0 / n as f64);
+            let one_hot = Array2::from_shape_fn((4, n), |(i, j)| f64::from(u8::from(i % n == j)));
+            assert_abs_diff_eq!(selectivity(one_hot.view()).unwrap(), 1.0, epsilon = 1e-12);
+            assert_abs_diff_eq!(
+                gini_selectivity(one_hot.view()).unwrap(),
+                0.0,
+                epsilon = 1e-12
+            );
+        }
+        // The reference code's 0.985 at N = 65 is uniform attention.
+        assert_abs_diff_eq!(gini_uniform(65), 0.984_615, epsilon = 1e-6);
     }
 
     #[test]

@@ -233,15 +233,49 @@ fn ramp(i: usize, n: usize) -> RGBColor {
 
 /// Distinct colours for a handful of runs.
 fn categorical(i: usize) -> RGBColor {
-    const COLORS: [RGBColor; 6] = [
+    const COLORS: [RGBColor; 9] = [
         RGBColor(31, 119, 180),
         RGBColor(214, 39, 40),
         RGBColor(44, 160, 44),
         RGBColor(148, 103, 189),
         RGBColor(255, 127, 14),
         RGBColor(23, 190, 207),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(188, 189, 34),
     ];
     COLORS[i % COLORS.len()]
+}
+
+/// Grey lines at an indicator's value for perfectly uniform attention (0 for selectivity, 1 - 1/N
+/// for the Gini form, the grid's mean patch distance for the attention distance) across `xs`, so
+/// that no selectivity is read without its no-structure reference; one line per distinct value
+/// when the records come from different image sizes.
+fn uniform_lines(indicator: Indicator, records: &[&SpectralRecord], xs: &[f64]) -> Vec<Line> {
+    let mut values: Vec<f64> = Vec::new();
+    for v in records
+        .iter()
+        .flat_map(|r| r.layers.iter())
+        .filter_map(|l| l.mean.uniform_value(indicator))
+    {
+        if !values.iter().any(|u| (u - v).abs() < 1e-9) {
+            values.push(v);
+        }
+    }
+    let (lo, hi) = xs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    if lo > hi {
+        return Vec::new();
+    }
+    values
+        .into_iter()
+        .map(|value| Line {
+            label: format!("uniform attention ({value:.3})"),
+            color: RGBColor(150, 150, 150),
+            points: vec![(lo, value), (hi, value)],
+        })
+        .collect()
 }
 
 /// The indicators a set of records has values for, in the order of `docs/spectral.md`.
@@ -271,6 +305,7 @@ pub fn indicators_over_steps(
         .collect();
     layers.sort_unstable();
     layers.dedup();
+    let steps: Vec<f64> = records.iter().map(|r| r.step as f64).collect();
     let panels = present(&refs)
         .into_iter()
         .map(|indicator| Panel {
@@ -291,6 +326,7 @@ pub fn indicators_over_steps(
                         })
                         .collect(),
                 })
+                .chain(uniform_lines(indicator, &refs, &steps))
                 .collect(),
         })
         .collect();
@@ -314,6 +350,10 @@ fn render_indicator_panels(panels: Vec<Panel>, stem: &Path) -> Result<Vec<PathBu
 /// one panel per indicator; `runs` pairs a label with the record to show (usually the last one).
 pub fn depth_profiles(runs: &[(String, &SpectralRecord)], stem: &Path) -> Result<Vec<PathBuf>> {
     let refs: Vec<&SpectralRecord> = runs.iter().map(|(_, r)| *r).collect();
+    let layers: Vec<f64> = refs
+        .iter()
+        .flat_map(|r| r.layers.iter().map(|l| l.layer as f64))
+        .collect();
     let panels = present(&refs)
         .into_iter()
         .map(|indicator| Panel {
@@ -334,6 +374,7 @@ pub fn depth_profiles(runs: &[(String, &SpectralRecord)], stem: &Path) -> Result
                         .collect(),
                 })
                 .filter(|line| !line.points.is_empty())
+                .chain(uniform_lines(indicator, &refs, &layers))
                 .collect(),
         })
         .collect();

@@ -43,6 +43,47 @@ impl SigmaSpectra {
         Some(values)
     }
 
+    /// Per layer, the learned spectrum in four numbers, each the mean over heads: the gain (mean
+    /// |sigma|), the largest/smallest |sigma| ratio, the spectral entropy and the Hoyer sparsity
+    /// (indicators 1 and 3a). What "did sigma's shape move?" needs, without the d values.
+    pub fn summary(&self) -> Result<Vec<SigmaSummary>> {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(l, heads)| {
+                let mut per_head = Vec::with_capacity(heads.len());
+                for h in 0..heads.len() {
+                    let sorted = self.sorted_magnitudes(l, h).unwrap_or_default();
+                    let view = ndarray::ArrayView1::from(&sorted);
+                    let (largest, smallest) = (
+                        sorted.first().copied().unwrap_or(0.0),
+                        sorted.last().copied().unwrap_or(0.0),
+                    );
+                    per_head.push([
+                        sorted.iter().sum::<f64>() / sorted.len().max(1) as f64,
+                        if smallest > 0.0 {
+                            largest / smallest
+                        } else {
+                            f64::NAN
+                        },
+                        crate::sigma::spectral_entropy(view)?,
+                        crate::sigma::hoyer_sparsity(view)?,
+                    ]);
+                }
+                let n = per_head.len().max(1) as f64;
+                let mean = |k: usize| per_head.iter().map(|v| v[k]).sum::<f64>() / n;
+                let ratio = mean(1);
+                Ok(SigmaSummary {
+                    layer: l + 1,
+                    gain: mean(0),
+                    max_min_ratio: ratio.is_finite().then_some(ratio),
+                    spectral_entropy: mean(2),
+                    hoyer_sparsity: mean(3),
+                })
+            })
+            .collect()
+    }
+
     /// Appends the spectra as one line to a JSONL sink (`runs/<name>/sigma.jsonl`).
     pub fn write_jsonl<W: Write>(&self, mut sink: W) -> Result<()> {
         let mut line = serde_json::to_string(self)?;
@@ -57,22 +98,59 @@ impl SigmaSpectra {
     }
 }
 
-/// A plain-text (markdown) table of a record's per-layer means, one row per layer, for the end
-/// of a training log and the report page; `-` marks an indicator the layer does not have.
+/// One layer's learned spectrum at a glance ([`SigmaSpectra::summary`]); `layer` is 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SigmaSummary {
+    pub layer: usize,
+    /// Mean |sigma| (temperature included): the head's overall logit scale times sqrt(d).
+    pub gain: f64,
+    /// Largest over smallest |sigma| of a head (1 for a flat spectrum), mean over heads; `None`
+    /// when some head has a zero sigma entry (the ratio is unbounded).
+    pub max_min_ratio: Option<f64>,
+    pub spectral_entropy: f64,
+    pub hoyer_sparsity: f64,
+}
+
+/// Plain-text (markdown) tables of a record's per-layer means, one row per layer, for the end of
+/// a training log and the report page: ours (indicators 1-7), then the SVDA reference code's
+/// forms. Every selectivity and the attention distance are followed by their value for uniform
+/// attention (column `uniform`); `-` marks an indicator the layer does not have.
 pub fn layer_table(record: &SpectralRecord) -> String {
-    let mut out = String::from("| layer |");
-    for indicator in Indicator::ALL {
-        out.push_str(&format!(" {} |", indicator.name()));
+    format!(
+        "{}\nPaper forms (the SVDA reference code's definitions):\n\n{}",
+        table_of(record, &Indicator::OURS),
+        table_of(record, &Indicator::PAPER)
+    )
+}
+
+fn table_of(record: &SpectralRecord, indicators: &[Indicator]) -> String {
+    let has_uniform = |i: Indicator| {
+        record
+            .layers
+            .iter()
+            .any(|l| l.mean.uniform_value(i).is_some())
+    };
+    let mut header = String::from("| layer |");
+    let mut rule = String::from("|---|");
+    for &indicator in indicators {
+        header.push_str(&format!(" {} |", indicator.name()));
+        rule.push_str("---|");
+        if has_uniform(indicator) {
+            header.push_str(" uniform |");
+            rule.push_str("---|");
+        }
     }
-    out.push_str("\n|---|");
-    out.push_str(&"---|".repeat(Indicator::ALL.len()));
-    out.push('\n');
+    let mut out = format!("{header}\n{rule}\n");
+    let cell = |v: Option<f64>| match v {
+        Some(v) => format!(" {v:.3} |"),
+        None => " - |".to_string(),
+    };
     for layer in &record.layers {
         out.push_str(&format!("| {} |", layer.layer));
-        for indicator in Indicator::ALL {
-            match layer.mean.get(indicator) {
-                Some(v) => out.push_str(&format!(" {v:.3} |")),
-                None => out.push_str(" - |"),
+        for &indicator in indicators {
+            out.push_str(&cell(layer.mean.get(indicator)));
+            if has_uniform(indicator) {
+                out.push_str(&cell(layer.mean.uniform_value(indicator)));
             }
         }
         out.push('\n');
@@ -152,6 +230,31 @@ mod tests {
     }
 
     #[test]
+    fn sigma_summary_reads_gain_ratio_and_flatness_per_layer() {
+        let spectra = SigmaSpectra {
+            step: 3,
+            layers: vec![
+                vec![vec![2.0, 2.0, 2.0, 2.0], vec![4.0, 4.0, 4.0, 4.0]],
+                vec![vec![1.0, 2.0, 4.0, 8.0]],
+            ],
+        };
+        let s = spectra.summary().unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].layer, s[0].gain, s[0].max_min_ratio),
+            (1, 3.0, Some(1.0))
+        );
+        assert!((s[0].spectral_entropy - 1.0).abs() < 1e-12 && s[0].hoyer_sparsity < 1e-12);
+        assert_eq!((s[1].gain, s[1].max_min_ratio), (3.75, Some(8.0)));
+        assert!(s[1].spectral_entropy < 1.0 && s[1].hoyer_sparsity > 0.0);
+        let switched_off = SigmaSpectra {
+            step: 3,
+            layers: vec![vec![vec![0.0, 2.0, 1.0]]],
+        };
+        assert_eq!(switched_off.summary().unwrap()[0].max_min_ratio, None);
+    }
+
+    #[test]
     fn layer_table_has_one_row_per_layer_and_dashes_for_missing_indicators() {
         let record: SpectralRecord = serde_json::from_str(
             r#"{"step":4,"layers":[{"layer":0,"heads":[{"head":0,"kind":"standard","effective_rank":3.5,"angular_alignment":0.25,"selectivity":0.5}],"mean":{"effective_rank":3.5,"angular_alignment":0.25,"selectivity":0.5}}]}"#,
@@ -159,11 +262,25 @@ mod tests {
         .unwrap();
         let table = layer_table(&record);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 9);
+        assert!(
+            lines[0].contains("| selectivity | uniform |"),
+            "{}",
+            lines[0]
+        );
+        // Ours, with selectivity's uniform value 0 beside it; no grid, so no distance.
         assert_eq!(
             lines[2],
-            "| 0 | - | 3.500 | - | - | 0.250 | 0.500 | - | - |"
+            "| 0 | - | 3.500 | - | - | 0.250 | 0.500 | 0.000 | - | - | - |"
         );
+        // The paper forms: a record from before the Gini form existed has neither it nor its
+        // uniform value, and says so with dashes rather than zeros.
+        assert!(
+            lines[6].contains("| gini_selectivity | paper_robustness_input |"),
+            "{}",
+            lines[6]
+        );
+        assert_eq!(lines[8], "| 0 | - | - | - | - | - | - |");
     }
 
     #[test]

@@ -69,6 +69,46 @@ pub fn small_sigma_share<T: Real>(sigma: ArrayView1<'_, T>) -> Result<f64> {
     Ok(small as f64 / m.len() as f64)
 }
 
+/// Below this |sigma_k| the SVDA reference code counts a direction as switched off (an absolute
+/// threshold, unlike [`SMALL_SIGMA_FRACTION`]).
+pub const PAPER_SMALL_SIGMA: f64 = 1e-3;
+
+/// The SVDA reference code's spectral entropy: H(p) = -sum_k p_k ln p_k with p = sigma^2 /
+/// sum sigma^2, in nats and not normalised (ln d for a flat spectrum, 0 for one direction).
+pub fn paper_spectral_entropy<T: Real>(sigma: ArrayView1<'_, T>) -> Result<f64> {
+    let m = relative_magnitudes(sigma)?;
+    let total: f64 = m.iter().map(|x| x * x).sum();
+    Ok(m.iter()
+        .map(|x| x * x / total)
+        .filter(|&p| p > 0.0)
+        .map(|p| -p * p.ln())
+        .sum())
+}
+
+/// The reference code's effective rank of sigma: exp([`paper_spectral_entropy`]), in [1, d].
+pub fn paper_effective_rank<T: Real>(sigma: ArrayView1<'_, T>) -> Result<f64> {
+    Ok(paper_spectral_entropy(sigma)?.exp())
+}
+
+/// The reference code's sparsity: the share of |sigma_k| < [`PAPER_SMALL_SIGMA`]. With sigma
+/// drawn around 1 it reads 0 unless a direction is switched off almost exactly.
+pub fn paper_sparsity<T: Real>(sigma: ArrayView1<'_, T>) -> Result<f64> {
+    validate::finite("sigma", &sigma)?;
+    if sigma.is_empty() {
+        return Err(SpectralError::TooSmall {
+            what: "sigma".to_string(),
+            unit: "entries (head dimension d)",
+            actual: 0,
+            min: 1,
+        });
+    }
+    let small = sigma
+        .iter()
+        .filter(|s| s.to_f64().abs() < PAPER_SMALL_SIGMA)
+        .count();
+    Ok(small as f64 / sigma.len() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +179,36 @@ mod tests {
             spectral_entropy(scalar.view()),
             Err(SpectralError::TooSmall { .. })
         ));
+    }
+
+    #[test]
+    fn paper_forms_match_hand_values() {
+        // sigma = (1, 2): p = (0.2, 0.8), H = 0.500402 nats, erank = 1.649385.
+        let s = array![1.0, 2.0];
+        let h = -(0.2f64 * 0.2f64.ln() + 0.8 * 0.8f64.ln());
+        assert_abs_diff_eq!(
+            paper_spectral_entropy(s.view()).unwrap(),
+            h,
+            epsilon = 1e-12
+        );
+        assert_abs_diff_eq!(
+            paper_effective_rank(s.view()).unwrap(),
+            h.exp(),
+            epsilon = 1e-12
+        );
+        // A flat spectrum: ln d and d.
+        let flat = Array1::<f64>::from_elem(64, 32.0);
+        assert_abs_diff_eq!(
+            paper_spectral_entropy(flat.view()).unwrap(),
+            64f64.ln(),
+            epsilon = 1e-12
+        );
+        assert_abs_diff_eq!(
+            paper_effective_rank(flat.view()).unwrap(),
+            64.0,
+            epsilon = 1e-9
+        );
+        let with_off = array![1.0, 0.0005, -0.0001, 0.5];
+        assert_abs_diff_eq!(paper_sparsity(with_off.view()).unwrap(), 0.5);
     }
 }

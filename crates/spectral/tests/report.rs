@@ -35,6 +35,9 @@ fn record(kind: AttentionKind, step: u64) -> SpectralRecord {
                             selectivity: 0.05 + 0.3 * t * (1.0 - x),
                             robustness_input: Some(0.99 - 0.01 * t - x / 10.0),
                             robustness_sigma: svda.then_some(0.995 - 0.01 * t),
+                            gini_selectivity: Some(0.9 - 0.2 * t),
+                            gini_uniform: Some(1.0 - 1.0 / 17.0),
+                            ..Indicators::default()
                         },
                     }
                 })

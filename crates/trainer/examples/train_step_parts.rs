@@ -98,7 +98,7 @@ fn main() {
             .expect("preset")
             .optim;
         Optimizer::Glassbox(Box::new(glassbox_trainer::optim::AdamW::new(
-            &vs, &settings,
+            &vs, &settings, None,
         )))
     };
     let images = Tensor::randn([batch, 3, side, side], (Kind::Float, Device::Cpu));

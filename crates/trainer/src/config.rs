@@ -106,11 +106,6 @@ pub struct OptimConfig {
     pub lr_backbone: f64,
     /// Learning rate of the decoder and head.
     pub lr_decoder: f64,
-    /// Learning rate of SVDA's sigma (`*.attn.sigma`); `None` uses the backbone's. sigma starts at
-    /// ones and the scores Q^ Sigma K^T / sqrt(d) of unit rows stay within +-|sigma|/sqrt(d), so at
-    /// the backbone rate the attention stays near uniform for a whole short run (docs/spectral.md).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lr_sigma: Option<f64>,
     pub weight_decay: f64,
     pub beta1: f64,
     pub beta2: f64,
@@ -212,7 +207,6 @@ impl TrainConfig {
                 accumulate: 1,
                 lr_backbone: 3e-4,
                 lr_decoder: 6e-4,
-                lr_sigma: None,
                 weight_decay: 0.01,
                 beta1: 0.9,
                 beta2: 0.999,
@@ -281,21 +275,46 @@ impl TrainConfig {
 
     /// Reads a TOML file holding a whole configuration.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        Self::read(path, false)
+    }
+
+    /// Reads the `config.toml` a run wrote, so that the run's own model is rebuilt (`--resume`,
+    /// `eval`, `predict`, the ablation's re-run check). Run folders from before SVDA's options
+    /// existed hold `attention = "svda"` without a `[model.encoder.svda]` table (every run since
+    /// writes the table in full, [`Self::to_toml`]) and may hold `optim.lr_sigma`: they are read
+    /// as the SVDA they trained, sigma linear from ones, no temperature, at `lr_sigma` or the
+    /// backbone's rate (docs/attention.md).
+    pub fn from_run_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::read(path, true)
+    }
+
+    fn read(path: &Path, run_folder: bool) -> Result<Self, ConfigError> {
+        let error = |message: String| ConfigError::Read {
             path: path.into(),
-            message: e.to_string(),
-        })?;
-        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Read {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let config: Self = if run_folder {
+            let mut value: toml::Table = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+            migrate_first_svda(&mut value);
+            value
+                .try_into()
+                .map_err(|e: toml::de::Error| error(e.to_string()))?
+        } else {
+            toml::from_str(&text).map_err(|e| error(e.to_string()))?
+        };
         config.validate()?;
         Ok(config)
     }
 
-    /// The configuration as TOML text (what `config.toml` holds).
+    /// The configuration as TOML text (what `config.toml` holds), with SVDA's options written out
+    /// in full, so that a run folder keeps describing its model when the defaults change.
     pub fn to_toml(&self) -> Result<String, ConfigError> {
-        toml::to_string_pretty(self).map_err(|e| ConfigError::Write {
+        let mut resolved = self.clone();
+        if let Some(options) = self.model.encoder.attention_config().svda_options() {
+            resolved.model.encoder.svda = options.to_config();
+        }
+        toml::to_string_pretty(&resolved).map_err(|e| ConfigError::Write {
             path: PathBuf::from("config.toml"),
             message: e.to_string(),
         })
@@ -359,7 +378,6 @@ impl TrainConfig {
         for (field, v) in [
             ("optim.lr_backbone", o.lr_backbone),
             ("optim.lr_decoder", o.lr_decoder),
-            ("optim.lr_sigma", o.lr_sigma.unwrap_or(0.0)),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(invalid(field, v.to_string(), "a finite rate >= 0"));
@@ -402,6 +420,39 @@ impl TrainConfig {
 /// scenes (seed 0), so no validation scene is also a training scene.
 pub const VAL_SCENE_SEED: u64 = 0x005e_ed0f_4a11_d47e;
 
+/// Rewrites a run folder's configuration from before SVDA's options (see
+/// [`TrainConfig::from_run_file`]) into the options that describe the model it trained.
+fn migrate_first_svda(config: &mut toml::Table) {
+    let lr_sigma = config
+        .get_mut("optim")
+        .and_then(toml::Value::as_table_mut)
+        .and_then(|optim| optim.remove("lr_sigma"));
+    let Some(encoder) = config
+        .get_mut("model")
+        .and_then(toml::Value::as_table_mut)
+        .and_then(|model| model.get_mut("encoder"))
+        .and_then(toml::Value::as_table_mut)
+    else {
+        return;
+    };
+    let is_svda = encoder.get("attention").and_then(toml::Value::as_str) == Some("svda");
+    if !is_svda || encoder.contains_key("svda") {
+        return;
+    }
+    let mut svda = toml::Table::new();
+    svda.insert("gain".into(), toml::Value::Float(1.0));
+    svda.insert(
+        "parameterisation".into(),
+        toml::Value::String("linear".into()),
+    );
+    svda.insert("temperature".into(), toml::Value::Boolean(false));
+    svda.insert(
+        "lr".into(),
+        lr_sigma.unwrap_or_else(|| toml::Value::String("backbone".into())),
+    );
+    encoder.insert("svda".into(), toml::Value::Table(svda));
+}
+
 /// `len` rendered indoor scenes from `seed` at the run's image size.
 pub fn synthetic_indoor(len: usize, seed: u64) -> SourceConfig {
     SourceConfig::Synthetic {
@@ -434,6 +485,49 @@ pub fn real_data_root() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_round_svda_run_folder_reads_as_the_svda_it_trained() {
+        let mut old = TrainConfig::preset("test").unwrap();
+        old.set_attention(AttentionKind::Svda);
+        // What a run of the first SVDA wrote: no svda table, `optim.lr_sigma`.
+        let mut text = toml::to_string(&old).unwrap();
+        text = text.replace("[optim]\n", "[optim]\nlr_sigma = 0.05\n");
+        assert!(!text.contains("[model.encoder.svda]"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, &text).unwrap();
+        let read = TrainConfig::from_run_file(&path).unwrap();
+        let options = read
+            .model
+            .encoder
+            .attention_config()
+            .svda_options()
+            .unwrap();
+        assert_eq!(
+            options.parameterisation,
+            glassbox_attention::SigmaParameterisation::Linear
+        );
+        assert_eq!(options.initial_gain(), 1.0);
+        assert_eq!((options.temperature, options.lr), (None, Some(0.05)));
+        // A config file a user writes gets today's defaults, and `lr_sigma` is no key of it.
+        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("lr_sigma"), "{err}");
+        // Written back, the run folder states its options in full and reads the same.
+        read.save(dir.path()).unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("[model.encoder.svda]")
+        );
+        assert_eq!(
+            TrainConfig::from_run_file(&path)
+                .unwrap()
+                .to_toml()
+                .unwrap(),
+            read.to_toml().unwrap()
+        );
+    }
 
     #[test]
     fn every_preset_validates_and_survives_a_toml_round_trip() {

@@ -15,10 +15,13 @@ use tch::{Kind, Tensor, nn};
 
 use crate::config::OptimConfig;
 
-/// SVDA's spectrum (heads x d, so two-dimensional like a weight): it has its own learning rate and
-/// no weight decay, which would pull attention towards uniform.
+/// SVDA's spectrum (`sigma` or `log_sigma`, heads x d, so two-dimensional like a weight) and its
+/// optional per-head `log_temperature`: they have their own learning rate (`svda.lr` of the
+/// attention config) and no weight decay, which would pull attention towards uniform.
 fn is_sigma(name: &str) -> bool {
-    name.ends_with(".attn.sigma")
+    [".attn.sigma", ".attn.log_sigma", ".attn.log_temperature"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
 }
 
 /// Learning rate multiplier at `step` (0-based): linear warm-up over `warmup` steps, then cosine
@@ -36,6 +39,8 @@ pub fn lr_factor(step: usize, warmup: usize, total: usize, min_ratio: f64) -> f6
 #[derive(Debug)]
 pub struct AdamW {
     config: OptimConfig,
+    /// Peak learning rate of SVDA's spectrum; `None` uses the backbone's.
+    sigma_lr: Option<f64>,
     params: Vec<(String, Tensor)>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -43,8 +48,9 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// Zero moments for every trainable variable of `vs`, sorted by name.
-    pub fn new(vs: &nn::VarStore, config: &OptimConfig) -> Self {
+    /// Zero moments for every trainable variable of `vs`, sorted by name; `sigma_lr` is the peak
+    /// learning rate of SVDA's spectrum (`None`: the backbone's).
+    pub fn new(vs: &nn::VarStore, config: &OptimConfig, sigma_lr: Option<f64>) -> Self {
         let mut params: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -56,6 +62,7 @@ impl AdamW {
         let v = params.iter().map(|(_, p)| zeros(p)).collect();
         Self {
             config: config.clone(),
+            sigma_lr,
             params,
             m,
             v,
@@ -138,7 +145,7 @@ impl AdamW {
                 if scale != 1.0 {
                     let _ = g.g_mul_scalar_(scale);
                 }
-                let lr = match c.lr_sigma {
+                let lr = match self.sigma_lr {
                     Some(lr_sigma) if is_sigma(name) => lr_sigma * factor,
                     _ if name.starts_with("encoder.") => lr_backbone,
                     _ => lr_decoder,
@@ -240,7 +247,7 @@ mod tests {
         config.lr_decoder = 0.01;
         config.weight_decay = 0.0;
         config.clip_grad_norm = 0.0;
-        let mut opt = AdamW::new(&vs, &config);
+        let mut opt = AdamW::new(&vs, &config, None);
         let loss = w.square().sum(Kind::Float) + b.square().sum(Kind::Float);
         opt.zero_grad();
         loss.backward();
@@ -252,24 +259,27 @@ mod tests {
     }
 
     #[test]
-    fn svda_sigma_takes_its_own_learning_rate_when_one_is_set() {
+    fn svda_spectrum_takes_its_own_learning_rate_when_one_is_set() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let enc = vs.root().sub("encoder").sub("blocks").sub("0").sub("attn");
-        let sigma = enc.var("sigma", &[2], nn::Init::Const(1.0));
+        let spectrum = ["sigma", "log_sigma", "log_temperature"]
+            .map(|name| enc.var(name, &[2], nn::Init::Const(1.0)));
         let qkv = enc.var("qkv_bias", &[2], nn::Init::Const(1.0));
         let mut config = crate::config::TrainConfig::preset("test").unwrap().optim;
         config.lr_backbone = 0.01;
-        config.lr_sigma = Some(0.5);
         config.weight_decay = 0.0;
         config.clip_grad_norm = 0.0;
-        let mut opt = AdamW::new(&vs, &config);
-        let loss = sigma.sum(Kind::Float) + qkv.sum(Kind::Float);
+        let mut opt = AdamW::new(&vs, &config, Some(0.5));
+        let loss =
+            spectrum.iter().map(|t| t.sum(Kind::Float)).sum::<Tensor>() + qkv.sum(Kind::Float);
         opt.zero_grad();
         loss.backward();
         opt.step(1.0).unwrap();
-        let sigma: Vec<f32> = Vec::try_from(&sigma.detach()).unwrap();
+        for t in &spectrum {
+            let v: Vec<f32> = Vec::try_from(&t.detach()).unwrap();
+            assert!(v.iter().all(|x| (x - 0.5).abs() < 1e-5), "{v:?}");
+        }
         let qkv: Vec<f32> = Vec::try_from(&qkv.detach()).unwrap();
-        assert!(sigma.iter().all(|x| (x - 0.5).abs() < 1e-5), "{sigma:?}");
         assert!(qkv.iter().all(|x| (x - 0.99).abs() < 1e-5), "{qkv:?}");
     }
 
@@ -277,13 +287,13 @@ mod tests {
     fn weight_decay_shrinks_weights_but_not_svda_sigma() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let enc = vs.root().sub("encoder").sub("blocks").sub("0").sub("attn");
-        let sigma = enc.var("sigma", &[2, 3], nn::Init::Const(1.0));
+        let sigma = enc.var("log_sigma", &[2, 3], nn::Init::Const(1.0));
         let weight = enc.var("proj_weight", &[2, 3], nn::Init::Const(1.0));
         let mut config = crate::config::TrainConfig::preset("test").unwrap().optim;
         config.lr_backbone = 0.1;
         config.weight_decay = 0.5;
         config.clip_grad_norm = 0.0;
-        let mut opt = AdamW::new(&vs, &config);
+        let mut opt = AdamW::new(&vs, &config, None);
         // A zero gradient leaves only the decay: p -= lr * wd * p.
         let loss = (sigma.sum(Kind::Float) + weight.sum(Kind::Float)) * 0.0;
         opt.zero_grad();

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use glassbox_attention::AttentionKind;
+use glassbox_attention::{AttentionKind, SigmaParameterisation};
 use glassbox_data::SourceConfig;
 use glassbox_losses::LossConfig;
 
@@ -74,9 +74,19 @@ pub struct Overrides {
     /// Decoder learning rate; the backbone's keeps its ratio to it.
     #[cfg_attr(feature = "cli", arg(long))]
     pub lr: Option<f64>,
-    /// Learning rate of SVDA's sigma (default: the backbone's).
-    #[cfg_attr(feature = "cli", arg(long))]
+    /// Learning rate of SVDA's spectrum (log sigma and temperature; `model.encoder.svda.lr`).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub lr_sigma: Option<f64>,
+    /// SVDA's initial gain: sigma (or the temperature) starts there (`model.encoder.svda.gain`;
+    /// default 10 sqrt(d)).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
+    pub svda_gain: Option<f64>,
+    /// SVDA's sigma storage: linear or log (`model.encoder.svda.parameterisation`).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = parse_parameterisation))]
+    pub svda_parameterisation: Option<SigmaParameterisation>,
+    /// A learnable per-head temperature in SVDA (`model.encoder.svda.temperature`).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub svda_temperature: Option<bool>,
     /// Square image size, or HxW (multiples of 16).
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_size))]
     pub image_size: Option<[usize; 2]>,
@@ -130,8 +140,18 @@ impl Overrides {
             o.lr_decoder = lr;
             o.lr_backbone = lr * ratio;
         }
-        if self.lr_sigma.is_some() {
-            o.lr_sigma = self.lr_sigma;
+        let svda = &mut config.model.encoder.svda;
+        if let Some(lr) = self.lr_sigma {
+            svda.lr = Some(glassbox_attention::SpectrumRate::Rate(lr));
+        }
+        if self.svda_gain.is_some() {
+            svda.gain = self.svda_gain;
+        }
+        if self.svda_parameterisation.is_some() {
+            svda.parameterisation = self.svda_parameterisation;
+        }
+        if self.svda_temperature.is_some() {
+            svda.temperature = self.svda_temperature;
         }
         if let Some(size) = self.image_size {
             config.data.image_size = size;
@@ -184,12 +204,20 @@ impl Overrides {
     }
 }
 
-/// `standard` or `svda`.
+/// `standard`, `svda` or `svda-paper`.
 pub fn parse_attention(text: &str) -> Result<AttentionKind, String> {
+    text.parse::<AttentionKind>()
+        .map_err(|_| format!("attention {text:?}: expected standard, svda or svda-paper"))
+}
+
+/// `linear` or `log`.
+pub fn parse_parameterisation(text: &str) -> Result<SigmaParameterisation, String> {
     match text {
-        "standard" => Ok(AttentionKind::Standard),
-        "svda" => Ok(AttentionKind::Svda),
-        other => Err(format!("attention {other:?}: expected standard or svda")),
+        "linear" => Ok(SigmaParameterisation::Linear),
+        "log" => Ok(SigmaParameterisation::Log),
+        other => Err(format!(
+            "sigma parameterisation {other:?}: expected linear or log"
+        )),
     }
 }
 
@@ -305,9 +333,26 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_svda_gain_is_a_config_error_naming_the_value() {
+        let mut config = TrainConfig::preset("test").unwrap();
+        let overrides = Overrides {
+            attention: Some(AttentionKind::Svda),
+            svda_gain: Some(-2.5),
+            ..Overrides::default()
+        };
+        let msg = overrides.apply(&mut config).unwrap_err().to_string();
+        assert!(msg.contains("svda.gain") && msg.contains("-2.5"), "{msg}");
+    }
+
+    #[test]
     fn bad_sizes_attention_and_losses_are_one_sentence_naming_the_value() {
         assert!(parse_size("64x").unwrap_err().contains("64x"));
         assert!(parse_attention("sdva").unwrap_err().contains("sdva"));
+        assert_eq!(
+            parse_attention("svda-paper").unwrap(),
+            AttentionKind::SvdaPaper
+        );
+        assert!(parse_parameterisation("exp").unwrap_err().contains("exp"));
         assert!(parse_loss("l1").unwrap_err().contains("l1"));
         assert_eq!(parse_size("96x128").unwrap(), [96, 128]);
         assert_eq!(parse_size("64").unwrap(), [64, 64]);

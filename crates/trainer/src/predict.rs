@@ -61,7 +61,7 @@ pub struct LoadedModel {
 /// Loads `<run>/config.toml` and the weights of `checkpoint` (`<run>/<name>.safetensors`).
 pub fn load_checkpoint(checkpoint: &Path, device: Device) -> Result<LoadedModel, PredictError> {
     let dir = checkpoint.parent().unwrap_or(Path::new("."));
-    let config = TrainConfig::from_file(&dir.join("config.toml")).map_err(|source| {
+    let config = TrainConfig::from_run_file(&dir.join("config.toml")).map_err(|source| {
         PredictError::NoConfig {
             checkpoint: checkpoint.into(),
             source: Box::new(source),

@@ -31,7 +31,8 @@ use glassbox_data::colormap::{rgb_image, tile};
 use glassbox_encoder::EncoderOutput;
 use glassbox_spectral::{
     ATTENTION_DIR, HeadIndicators, HeadInput, Indicators, LayerIndicators, SIGMA_FILE,
-    SPECTRAL_FILE, SigmaSpectra, SpectralError, SpectralRecord, append_line, compute_layer,
+    SPECTRAL_FILE, SigmaSpectra, SpectralError, SpectralRecord, TokenGrid, append_line,
+    compute_layer,
 };
 use image::{Rgb, RgbImage};
 use ndarray::{Array2, Array3, Axis, Ix2, Ix3};
@@ -188,6 +189,10 @@ impl Probe {
         let sigma_maps = self.sigma_perturbed_maps(model, image, image_index)?;
         timing.forward += start.elapsed();
 
+        let size = image.size();
+        let p = model.encoder().config().patch_size;
+        // A one-patch image has no distances to measure: indicator 7 is then left out.
+        let grid = TokenGrid::new(1, (size[2] / p) as usize, (size[3] / p) as usize, p as f64).ok();
         let start = Instant::now();
         let cpu_start = process_cpu_time();
         let layers = clean
@@ -198,7 +203,13 @@ impl Probe {
                     draws.iter().map(|d| d[layer].shallow_clone()).collect()
                 };
                 // Layers are numbered from 1 in logs and figures, as hooks and `--attention-layer`.
-                layer_indicators(layer + 1, maps, &pick(&input_maps), &pick(&sigma_maps))
+                layer_indicators(
+                    layer + 1,
+                    maps,
+                    &pick(&input_maps),
+                    &pick(&sigma_maps),
+                    grid,
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         timing.spectral += start.elapsed();
@@ -218,12 +229,13 @@ impl Probe {
         image: &Tensor,
         image_index: u64,
     ) -> Result<Vec<Vec<Tensor>>, ProbeError> {
-        let originals: Option<Vec<&Tensor>> = model
+        let sigmas: Vec<Option<Tensor>> = model
             .encoder()
             .blocks()
             .iter()
             .map(|b| b.attention().sigma())
-            .collect();
+            .collect::<Result<_, AttentionError>>()?;
+        let originals: Option<Vec<Tensor>> = sigmas.into_iter().collect();
         let Some(originals) = originals else {
             return Ok(Vec::new());
         };
@@ -284,11 +296,11 @@ fn append_record(run_dir: &Path, record: &SpectralRecord) -> Result<PathBuf, Pro
 fn sigma_spectra(model: &Dpt, step: u64) -> Result<Option<SigmaSpectra>, ProbeError> {
     let mut layers = Vec::new();
     for block in model.encoder().blocks() {
-        let Some(sigma) = block.attention().sigma() else {
+        let Some(sigma) = block.attention().sigma()? else {
             return Ok(None);
         };
         let values =
-            to_array(sigma)
+            to_array(&sigma)
                 .into_dimensionality::<Ix2>()
                 .map_err(|e| ProbeError::Maps {
                     layer: layers.len(),
@@ -327,6 +339,7 @@ fn layer_indicators(
     maps: &AttentionMaps,
     input_maps: &[Tensor],
     sigma_maps: &[Tensor],
+    grid: Option<TokenGrid>,
 ) -> Result<LayerIndicators, ProbeError> {
     let shape_error = |what: &str, e: ndarray::ShapeError| ProbeError::Maps {
         layer,
@@ -366,9 +379,13 @@ fn layer_indicators(
                 Some(s) => HeadInput::svda(a, s.row(h), q, k),
                 None => HeadInput::standard(a, q, k),
             };
-            input
+            let input = input
                 .with_perturbed_input(head_maps(&input_maps, h))
-                .with_perturbed_sigma(head_maps(&sigma_maps, h))
+                .with_perturbed_sigma(head_maps(&sigma_maps, h));
+            match grid {
+                Some(grid) => input.with_grid(grid),
+                None => input,
+            }
         })
         .collect();
     Ok(compute_layer(layer, &heads)?)

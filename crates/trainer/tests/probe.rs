@@ -38,17 +38,17 @@ fn probe_batch(images: i64, draws: usize) -> Probe {
 /// Gives sigma spread-out values, so that the sigma indicators are not those of sigma = ones.
 fn spread_sigma(model: &Dpt) {
     for block in model.encoder().blocks() {
-        let sigma = block.attention().sigma().unwrap();
+        let sigma = block.attention().sigma().unwrap().unwrap();
         let values = Tensor::rand(sigma.size(), (Kind::Float, Device::Cpu)) * 2.0 + 0.1;
         block.attention().set_sigma(&values).unwrap();
     }
 }
 
 #[test]
-fn probe_gives_finite_indicators_and_robustness_in_unit_interval_for_both_kinds() {
-    for kind in [AttentionKind::Standard, AttentionKind::Svda] {
+fn probe_gives_finite_indicators_and_robustness_in_unit_interval_for_every_kind() {
+    for kind in AttentionKind::ALL {
         let (_vs, model) = tiny(kind);
-        if kind == AttentionKind::Svda {
+        if kind.has_sigma() {
             spread_sigma(&model);
         }
         let out = probe_batch(2, 4).run(&model, 7).unwrap();
@@ -68,8 +68,23 @@ fn probe_gives_finite_indicators_and_robustness_in_unit_interval_for_both_kinds(
                 assert!(input < 1.0, "the input noise moved the map");
                 assert!(i.selectivity > 0.0 && i.selectivity <= 1.0);
                 assert!(i.effective_rank >= 1.0);
+                // 48 x 64 images: 1 readout token and 3 x 4 patches of 16 px, N = 13.
+                let grid = glassbox_spectral::TokenGrid::new(1, 3, 4, 16.0).unwrap();
+                assert!((i.gini_uniform.unwrap() - (1.0 - 1.0 / 13.0)).abs() < 1e-12);
+                assert!(i.gini_selectivity.is_some());
+                let distance = i
+                    .attention_distance
+                    .expect("the probe passes the token grid");
+                let uniform = i.attention_distance_uniform.unwrap();
+                assert!((uniform - grid.uniform_distance()).abs() < 1e-12);
+                // No two patches of a 3 x 4 grid are more than sqrt(2^2 + 3^2) apart.
+                assert!(
+                    distance > 0.0 && distance <= 13f64.sqrt(),
+                    "{kind:?} distance {distance}"
+                );
+                assert!((i.attention_distance_px.unwrap() - 16.0 * distance).abs() < 1e-9);
                 match kind {
-                    AttentionKind::Svda => {
+                    AttentionKind::Svda | AttentionKind::SvdaPaper => {
                         assert_eq!(head.kind, Kind2::Svda);
                         let s = i.robustness_sigma.expect("sigma robustness measured");
                         assert!(s > 0.0 && s < 1.0, "sigma robustness {s} in (0, 1)");
@@ -83,16 +98,16 @@ fn probe_gives_finite_indicators_and_robustness_in_unit_interval_for_both_kinds(
                 }
             }
         }
-        assert_eq!(out.sigma.is_some(), kind == AttentionKind::Svda);
+        assert_eq!(out.sigma.is_some(), kind.has_sigma());
         assert!(out.timing.forward.as_nanos() > 0 && out.timing.spectral.as_nanos() > 0);
     }
 }
 
 #[test]
 fn the_probe_leaves_every_parameter_bit_identical() {
-    for kind in [AttentionKind::Standard, AttentionKind::Svda] {
+    for kind in AttentionKind::ALL {
         let (vs, model) = tiny(kind);
-        if kind == AttentionKind::Svda {
+        if kind.has_sigma() {
             spread_sigma(&model);
         }
         let before: Vec<(String, Tensor)> = vs

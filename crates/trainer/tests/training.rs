@@ -259,3 +259,91 @@ fn a_few_steps_train_on_a_gen_data_nyu_folder_and_on_a_kitti_folder() {
         None,
     );
 }
+
+/// The variables of a trainer whose name ends with `suffix`, copied.
+fn variables_ending(trainer: &Trainer, suffix: &str) -> Vec<(String, tch::Tensor)> {
+    let mut vars: Vec<(String, tch::Tensor)> = trainer
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| name.ends_with(suffix))
+        .map(|(name, t)| (name, t.detach().copy()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+#[test]
+fn svda_paper_penalties_join_the_gradient_but_not_the_logged_loss() {
+    let mut config = TrainConfig::preset("test").unwrap();
+    config.set_attention(glassbox_attention::AttentionKind::SvdaPaper);
+    // Unclipped, so that the gradients after the step are the raw ones.
+    config.optim.clip_grad_norm = 0.0;
+    config.optim.accumulate = 1;
+    let data = data::open(&config).unwrap();
+    let gradients = |trainer: &Trainer| -> Vec<(String, tch::Tensor)> {
+        let mut grads: Vec<(String, tch::Tensor)> = trainer
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| name.ends_with("attn.qkv.weight") || name.ends_with("attn.sigma"))
+            .map(|(name, t)| (name, t.grad().copy()))
+            .collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        grads
+    };
+    let step = |config: &TrainConfig| {
+        let mut trainer = Trainer::new(config, Device::Cpu).unwrap();
+        let outcome = trainer
+            .train_step(&mut data.train.train_batches(0), "none")
+            .unwrap();
+        (outcome.loss, gradients(&trainer))
+    };
+    let (loss, with_penalty) = step(&config);
+    let mut without = config.clone();
+    without.model.encoder.svda.orthogonality_weight = Some(0.0);
+    without.model.encoder.svda.entropy_weight = Some(0.0);
+    let (loss_without, plain) = step(&without);
+    assert_eq!(loss, loss_without, "the logged loss is the task loss alone");
+    // The difference of the two gradients is the penalty's own gradient at the same weights.
+    let fresh = Trainer::new(&config, Device::Cpu).unwrap();
+    fresh.model.encoder().penalty().unwrap().unwrap().backward();
+    let penalty = gradients(&fresh);
+    for (((name, a), (_, b)), (_, p)) in with_penalty.iter().zip(&plain).zip(&penalty) {
+        let difference = a - b;
+        let scale = p.abs().max().double_value(&[]);
+        assert!(scale > 0.0, "{name}: the penalty has no gradient");
+        // float32: the difference of two task-sized gradients carries their rounding (~1e-9).
+        let error = (&difference - p).abs().max().double_value(&[]);
+        assert!(
+            error <= 0.01 * scale,
+            "{name}: gradient difference off by {error} (penalty gradient up to {scale})"
+        );
+    }
+}
+
+#[test]
+fn the_default_svda_spectrum_steps_at_its_own_learning_rate() {
+    let mut config = TrainConfig::preset("test").unwrap();
+    config.set_attention(glassbox_attention::AttentionKind::Svda);
+    config.optim.clip_grad_norm = 0.0;
+    let data = data::open(&config).unwrap();
+    let mut trainer = Trainer::new(&config, Device::Cpu).unwrap();
+    let before = variables_ending(&trainer, "attn.log_temperature");
+    assert!(!before.is_empty(), "the default svda has a temperature");
+    trainer
+        .train_step(&mut data.train.train_batches(0), "none")
+        .unwrap();
+    let after = variables_ending(&trainer, "attn.log_temperature");
+    // Adam's first step is lr * sign(g) (bias-corrected); the warm-up scales the rate.
+    let o = &config.optim;
+    let lr = glassbox_attention::DEFAULT_SVDA_LR
+        * glassbox_trainer::optim::lr_factor(0, o.warmup_steps, o.steps, o.min_lr_ratio);
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        let change = (b - a).abs().max().double_value(&[]);
+        assert!(
+            (change - lr).abs() < 0.01 * lr,
+            "{name}: moved by {change}, expected {lr}"
+        );
+    }
+}

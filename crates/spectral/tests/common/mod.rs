@@ -30,6 +30,7 @@ impl OwnedHead {
             k: self.k.view(),
             perturbed_input: self.perturbed_input.iter().map(|a| a.view()).collect(),
             perturbed_sigma: self.perturbed_sigma.iter().map(|a| a.view()).collect(),
+            grid: None,
         }
     }
 

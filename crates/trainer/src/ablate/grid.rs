@@ -255,10 +255,7 @@ pub(super) fn has_duplicates<T: PartialEq>(items: &[T]) -> bool {
 }
 
 pub(super) fn attention_name(kind: AttentionKind) -> &'static str {
-    match kind {
-        AttentionKind::Standard => "standard",
-        AttentionKind::Svda => "svda",
-    }
+    kind.name()
 }
 
 pub(super) fn readout_name(readout: Readout) -> &'static str {

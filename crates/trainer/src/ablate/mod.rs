@@ -92,6 +92,8 @@ mod tests {
                 selectivity: abs_rel / 10.0,
                 ..Indicators::default()
             }),
+            selectivity_by_layer: (0..8).map(|l| abs_rel / (1.0 + l as f64)).collect(),
+            sigma: Vec::new(),
         }
     }
 
@@ -159,6 +161,27 @@ mod tests {
     }
 
     #[test]
+    fn selectivity_quarters_average_each_quarter_of_the_depth() {
+        let r = result(AttentionKind::Standard, Readout::Ignore, 0, 0.24);
+        // 8 layers: 0.24 / (1 + l); quarters are layers {1,2}, {3,4}, {5,6}, {7,8}.
+        let q = r.selectivity_quarters().unwrap();
+        let expect = |a: f64, b: f64| 0.24 * (1.0 / a + 1.0 / b) / 2.0;
+        for (got, want) in q.iter().zip([
+            expect(1., 2.),
+            expect(3., 4.),
+            expect(5., 6.),
+            expect(7., 8.),
+        ]) {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
+        let short = RunResult {
+            selectivity_by_layer: vec![0.1, 0.2, 0.3],
+            ..r
+        };
+        assert!(short.selectivity_quarters().is_none());
+    }
+
+    #[test]
     fn csv_tables_hold_one_row_per_variant_and_per_run() {
         use AttentionKind::Svda;
         let results = vec![
@@ -192,17 +215,26 @@ mod tests {
     fn the_shipped_grids_parse_and_plan_every_combination() {
         let default = Grid::load("default").unwrap();
         let runs = default.plan().unwrap();
-        assert_eq!(runs.len(), 12, "standard|svda x 3 readouts x 2 seeds");
+        assert_eq!(
+            runs.len(),
+            18,
+            "standard|svda|svda-paper x 3 readouts x 2 seeds"
+        );
         assert!(runs.iter().all(|r| r.config.optim.steps == default.steps));
         let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names[0], "standard-ignore-h3-6-9-12-s0");
         assert_eq!(names[11], "svda-project-h3-6-9-12-s1");
+        assert_eq!(names[17], "svda-paper-project-h3-6-9-12-s1");
         assert_eq!(runs[11].config.model.encoder.attention, AttentionKind::Svda);
         assert_eq!(runs[11].config.model.decoder.readout, Readout::Project);
+        assert_eq!(
+            runs[17].config.model.encoder.attention,
+            AttentionKind::SvdaPaper
+        );
         let full = Grid::load("full").unwrap().plan().unwrap();
         assert_eq!(
             full.len(),
-            2 * 3
+            3 * 3
                 * 3
                 * full
                     .iter()

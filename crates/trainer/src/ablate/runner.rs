@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::AblateError;
 use super::grid::Grid;
-use super::stats::{RunResult, Stat, final_record, mean_indicators};
+use super::stats::{RunResult, Stat, final_record, final_sigma, mean_indicators};
 use super::tables::write_tables;
 use crate::checkpoint::CheckpointPaths;
 use crate::config::TrainConfig;
@@ -138,6 +138,7 @@ pub fn run_grid(grid: &Grid, options: &AblateOptions) -> Result<AblationSummary,
                 message: format!("run {} ended without a final validation", run.name),
             });
         };
+        let record = final_record(&run_dir);
         let result = RunResult {
             run: run.name.clone(),
             variant: run.variant.clone(),
@@ -148,7 +149,12 @@ pub fn run_grid(grid: &Grid, options: &AblateOptions) -> Result<AblationSummary,
             rmse: eval.median.rmse,
             train_seconds: outcome.train_seconds,
             parameters: outcome.parameters,
-            indicators: final_record(&run_dir).map(|r| mean_indicators(&r)),
+            indicators: record.as_ref().map(mean_indicators),
+            selectivity_by_layer: record
+                .as_ref()
+                .map(|r| r.layers.iter().map(|l| l.mean.selectivity).collect())
+                .unwrap_or_default(),
+            sigma: final_sigma(&run_dir),
         };
         let json = serde_json::to_string_pretty(&result)
             .map_err(|e| FileError::new("serialise", &run_dir.join(RESULT_FILE), e))?;
@@ -187,7 +193,7 @@ fn check_unchanged(run_dir: &Path, config: &TrainConfig) -> Result<(), AblateErr
     if !path.is_file() {
         return Ok(());
     }
-    let mut saved = TrainConfig::from_file(&path)?;
+    let mut saved = TrainConfig::from_run_file(&path)?;
     saved.device = config.device.clone();
     saved.threads = config.threads;
     let (old, new) = (saved.to_toml()?, config.to_toml()?);

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use glassbox_spectral::{Indicator, Indicators, LayerIndicators, SpectralRecord};
+use glassbox_spectral::{Indicator, Indicators, LayerIndicators, SigmaSummary, SpectralRecord};
 use serde::{Deserialize, Serialize};
 
 use super::grid::{Variant, attention_name, join_hooks, readout_name};
@@ -26,6 +26,30 @@ pub struct RunResult {
     /// Final spectral indicators, mean over layers and heads (absent if the run had no probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indicators: Option<Indicators>,
+    /// Final selectivity per layer (mean over heads), first layer first: the depth profile the
+    /// selectivity-by-quarter table pools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selectivity_by_layer: Vec<f64>,
+    /// SVDA's final learned spectrum per layer (empty for standard attention).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sigma: Vec<SigmaSummary>,
+}
+
+impl RunResult {
+    /// Mean selectivity of each quarter of the depth (layers 1-3, 4-6, ... of 12); `None` for
+    /// fewer than 4 layers.
+    pub fn selectivity_quarters(&self) -> Option<[f64; 4]> {
+        let n = self.selectivity_by_layer.len();
+        if n < 4 {
+            return None;
+        }
+        let mut out = [0.0; 4];
+        for (q, slot) in out.iter_mut().enumerate() {
+            let (a, b) = (q * n / 4, (q + 1) * n / 4);
+            *slot = self.selectivity_by_layer[a..b].iter().sum::<f64>() / (b - a) as f64;
+        }
+        Some(out)
+    }
 }
 
 /// Mean and sample standard deviation (n - 1; 0 for a single value).
@@ -166,6 +190,16 @@ pub fn aggregate_factor(results: &[RunResult], factor: Factor) -> Vec<(String, G
             Some((level, GroupStats::of(&group)?))
         })
         .collect()
+}
+
+/// The last sigma spectra of a run's `sigma.jsonl`, summarised per layer (empty when there are
+/// none: standard attention).
+pub(super) fn final_sigma(run_dir: &Path) -> Vec<SigmaSummary> {
+    glassbox_spectral::read_sigma_log(&run_dir.join(glassbox_spectral::SIGMA_FILE))
+        .ok()
+        .and_then(|log| log.into_iter().max_by_key(|s| s.step))
+        .and_then(|s| s.summary().ok())
+        .unwrap_or_default()
 }
 
 /// The last record of a run's `spectral.jsonl`, if it has one.

@@ -16,17 +16,29 @@ use super::stats::{
 };
 use crate::fs::write_atomic;
 
-/// The indicators of `docs/spectral.md` as table columns (robustness to sigma noise is SVDA only).
-const INDICATOR_COLUMNS: [(Indicator, &str); 8] = [
+/// The indicators of `docs/spectral.md` as table columns (robustness to sigma noise is SVDA only),
+/// with the reference code's selectivity beside ours. In `results.md` every selectivity and the
+/// attention distance are followed by their value for uniform attention.
+const INDICATOR_COLUMNS: [(Indicator, &str); 10] = [
     (Indicator::SpectralEntropy, "entropy"),
     (Indicator::EffectiveRank, "eff. rank"),
     (Indicator::HoyerSparsity, "Hoyer"),
     (Indicator::SmallSigmaShare, "small σ"),
     (Indicator::AngularAlignment, "alignment"),
     (Indicator::Selectivity, "selectivity"),
+    (Indicator::GiniSelectivity, "Gini sel. (paper)"),
+    (Indicator::AttentionDistance, "attn. distance (patches)"),
     (Indicator::RobustnessInput, "robust (input)"),
     (Indicator::RobustnessSigma, "robust (σ)"),
 ];
+
+/// Whether `results.md` follows an indicator's column with its uniform-attention value.
+fn has_uniform_column(indicator: Indicator) -> bool {
+    matches!(
+        indicator,
+        Indicator::Selectivity | Indicator::GiniSelectivity | Indicator::AttentionDistance
+    )
+}
 
 /// Writes `results.csv`, `runs.csv`, `results.md` and `figures/` of an ablation folder from the
 /// results of its finished runs (`planned` = how many runs the grid has).
@@ -195,24 +207,38 @@ fn results_markdown(
             );
         }
     }
+    quarter_table(&mut md, results);
+    sigma_table(&mut md, results);
     md.push_str(
-        "\n## Final spectral indicators of every run (mean over layers and heads)\n\n| run |",
+        "\n## Final spectral indicators of every run (mean over layers and heads)\n\n\
+         `uniform` is what the column before it reads for perfectly uniform attention: 0 for our \
+         selectivity, 1 - 1/N for the Gini form of the SVDA reference code, the mean distance \
+         between two patches of the grid for the attention distance.\n\n| run |",
     );
-    for (_, title) in INDICATOR_COLUMNS {
+    let mut columns = 0;
+    for (i, title) in INDICATOR_COLUMNS {
         let _ = write!(md, " {title} |");
+        columns += 1;
+        if has_uniform_column(i) {
+            md.push_str(" uniform |");
+            columns += 1;
+        }
     }
     md.push_str("\n|---|");
-    md.push_str(&"---:|".repeat(INDICATOR_COLUMNS.len()));
+    md.push_str(&"---:|".repeat(columns));
     md.push('\n');
+    let cell = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into());
     for r in results {
         let _ = write!(md, "| {} |", r.run);
         for (i, _) in INDICATOR_COLUMNS {
-            let v = r
-                .indicators
-                .and_then(|x| x.get(i))
-                .map(|v| format!("{v:.4}"))
-                .unwrap_or_else(|| "–".into());
-            let _ = write!(md, " {v} |");
+            let _ = write!(md, " {} |", cell(r.indicators.and_then(|x| x.get(i))));
+            if has_uniform_column(i) {
+                let _ = write!(
+                    md,
+                    " {} |",
+                    cell(r.indicators.and_then(|x| x.uniform_value(i)))
+                );
+            }
         }
         md.push('\n');
     }
@@ -230,6 +256,104 @@ fn results_markdown(
         }
     }
     md
+}
+
+/// The selectivity target of docs/results.md: per attention kind (readouts and seeds pooled), the
+/// final selectivity of each quarter of the depth and its ratio to standard attention's.
+fn quarter_table(md: &mut String, results: &[RunResult]) {
+    let mut kinds: Vec<_> = Vec::new();
+    for r in results {
+        if !kinds.contains(&r.variant.attention) && r.selectivity_quarters().is_some() {
+            kinds.push(r.variant.attention);
+        }
+    }
+    if kinds.is_empty() {
+        return;
+    }
+    let quarters = |kind| -> Option<[Stat; 4]> {
+        let runs: Vec<[f64; 4]> = results
+            .iter()
+            .filter(|r| r.variant.attention == kind)
+            .filter_map(RunResult::selectivity_quarters)
+            .collect();
+        let stat = |q: usize| Stat::of(&runs.iter().map(|r| r[q]).collect::<Vec<_>>());
+        Some([stat(0)?, stat(1)?, stat(2)?, stat(3)?])
+    };
+    let standard = quarters(glassbox_attention::AttentionKind::Standard);
+    md.push_str(
+        "\n## Selectivity by depth quarter (final, every run of a kind pooled)\n\n\
+         Ours, 1 - H(A_i)/ln N: uniform attention reads 0, one-hot 1. The quarters split the \
+         layers into four equal blocks (layers 1-3, 4-6, 7-9, 10-12 of 12); `× standard` divides \
+         by standard attention's mean.\n\n\
+         | attention | runs | Q1 | Q2 | Q3 | Q4 | Q1 × standard | Q2 × standard | Q3 × standard | \
+         Q4 × standard |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for kind in kinds {
+        let Some(q) = quarters(kind) else { continue };
+        let runs = results
+            .iter()
+            .filter(|r| r.variant.attention == kind && r.selectivity_quarters().is_some())
+            .count();
+        let _ = write!(md, "| {} | {runs} |", attention_name(kind));
+        for s in &q {
+            let _ = write!(md, " {} |", pm(s, 3));
+        }
+        for (i, s) in q.iter().enumerate() {
+            match &standard {
+                Some(base) if base[i].mean > 0.0 => {
+                    let _ = write!(md, " {:.2} |", s.mean / base[i].mean);
+                }
+                _ => md.push_str(" – |"),
+            }
+        }
+        md.push('\n');
+    }
+}
+
+/// SVDA's learned spectrum at the end of training, per layer, mean over the runs of each kind
+/// that has one: is the spectrum's shape learned, or only its gain?
+fn sigma_table(md: &mut String, results: &[RunResult]) {
+    let mut kinds: Vec<_> = Vec::new();
+    for r in results {
+        if !kinds.contains(&r.variant.attention) && !r.sigma.is_empty() {
+            kinds.push(r.variant.attention);
+        }
+    }
+    if kinds.is_empty() {
+        return;
+    }
+    md.push_str(
+        "\n## Learned sigma at the end (per layer; mean over heads, then over runs)\n\n\
+         gain: mean |σ| (temperature included; the logit of a unit cosine is gain/sqrt(d)); \
+         max/min: largest over smallest |σ| of a head; entropy (1 = flat) and Hoyer (0 = flat) \
+         are indicators 1 and 3a.\n\n| attention | layer | gain | max/min | entropy | Hoyer |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for kind in kinds {
+        let runs: Vec<&RunResult> = results
+            .iter()
+            .filter(|r| r.variant.attention == kind && !r.sigma.is_empty())
+            .collect();
+        let layers = runs.iter().map(|r| r.sigma.len()).min().unwrap_or(0);
+        for l in 0..layers {
+            let mean = |f: fn(&glassbox_spectral::SigmaSummary) -> f64| {
+                runs.iter().map(|r| f(&r.sigma[l])).sum::<f64>() / runs.len() as f64
+            };
+            let ratios: Option<Vec<f64>> = runs.iter().map(|r| r.sigma[l].max_min_ratio).collect();
+            let ratio = ratios.map_or("∞ (a σ is 0)".to_string(), |v| {
+                format!("{:.3}", v.iter().sum::<f64>() / v.len() as f64)
+            });
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.1} | {ratio} | {:.4} | {:.4} |",
+                attention_name(kind),
+                l + 1,
+                mean(|s| s.gain),
+                mean(|s| s.spectral_entropy),
+                mean(|s| s.hoyer_sparsity)
+            );
+        }
+    }
 }
 
 /// Bar charts per factor (levels with 2+ values) and indicator depth profiles per variant (one
@@ -298,6 +422,35 @@ fn write_figures(dir: &Path, results: &[RunResult]) -> Result<Vec<PathBuf>, Abla
             profiles.iter().map(|(l, r)| (l.clone(), r)).collect();
         let stem = figures.join(format!("depth-profiles-h{}", join_hooks(&hooks, "-")));
         written.extend(glassbox_spectral::plot::depth_profiles(&refs, &stem)?);
+
+        // The headline figure: one line per attention kind (readouts and seeds pooled), so
+        // standard, svda and svda-paper stand side by side.
+        let mut kinds = Vec::new();
+        for r in results.iter().filter(|r| r.variant.hooks == hooks) {
+            if !kinds.contains(&r.variant.attention) {
+                kinds.push(r.variant.attention);
+            }
+        }
+        let by_kind: Vec<(String, SpectralRecord)> = kinds
+            .into_iter()
+            .filter_map(|kind| {
+                let records: Vec<SpectralRecord> = results
+                    .iter()
+                    .filter(|r| r.variant.hooks == hooks && r.variant.attention == kind)
+                    .filter_map(|r| final_record(&dir.join("runs").join(&r.run)))
+                    .collect();
+                Some((attention_name(kind).to_string(), mean_record(&records)?))
+            })
+            .collect();
+        if by_kind.len() > 1 {
+            let refs: Vec<(String, &SpectralRecord)> =
+                by_kind.iter().map(|(l, r)| (l.clone(), r)).collect();
+            let stem = figures.join(format!(
+                "depth-profiles-by-attention-h{}",
+                join_hooks(&hooks, "-")
+            ));
+            written.extend(glassbox_spectral::plot::depth_profiles(&refs, &stem)?);
+        }
     }
     Ok(written)
 }

@@ -178,7 +178,7 @@ fn train(
     let name = overrides.name.clone().unwrap_or_else(|| cfg.name.clone());
     let dir = run_dir.join(&name);
     if resume {
-        cfg = TrainConfig::from_file(&dir.join("config.toml"))
+        cfg = TrainConfig::from_run_file(&dir.join("config.toml"))
             .with_context(|| format!("--resume needs the run folder {}", dir.display()))?;
     }
     overrides.apply(&mut cfg)?;

@@ -112,7 +112,13 @@ impl Trainer {
         config.validate()?;
         let vs = nn::VarStore::new(device);
         let model = with_torch_seed(config.seed, || Dpt::new(&vs.root(), &config.model))?;
-        let optimizer = AdamW::new(&vs, &config.optim);
+        let sigma_lr = config
+            .model
+            .encoder
+            .attention_config()
+            .svda_options()
+            .and_then(|o| o.lr);
+        let optimizer = AdamW::new(&vs, &config.optim, sigma_lr);
         Ok(Self {
             config: config.clone(),
             device,
@@ -163,6 +169,17 @@ impl Trainer {
                 let disparity = self.model.disparity_t(&batch.rgb, true)?;
                 let loss = depth_loss(c, &disparity, &batch)? / accumulate as f64;
                 let value = loss.double_value(&[]);
+                // svda-paper's regulariser joins the gradient but not the logged loss, so loss
+                // curves compare across attention kinds.
+                let loss = match self
+                    .model
+                    .encoder()
+                    .penalty()
+                    .map_err(glassbox_dpt::DptError::from)?
+                {
+                    Some(penalty) => loss + penalty / accumulate as f64,
+                    None => loss,
+                };
                 if !value.is_finite() {
                     return Err(TrainError::NonFinite {
                         step: step + 1,
