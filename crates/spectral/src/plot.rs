@@ -76,10 +76,11 @@ fn register_fonts() -> Result<()> {
     Ok(())
 }
 
-/// One line of a panel: label, colour and points.
+/// One line of a panel: label, colour, stroke width and points.
 struct Line {
     label: String,
     color: RGBColor,
+    width: u32,
     points: Vec<(f64, f64)>,
 }
 
@@ -88,6 +89,10 @@ struct Panel {
     title: String,
     x_desc: String,
     y_desc: String,
+    /// Points are log10 of the values; tick labels show the values.
+    log_y: bool,
+    /// The x extent to show (padded like the data's); `None` fits the points.
+    x_range: Option<(f64, f64)>,
     lines: Vec<Line>,
 }
 
@@ -126,14 +131,33 @@ fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     legend: bool,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let (x_range, y_range) = ranges(panel.lines.iter().flat_map(|l| l.points.iter().copied()));
-    let y_digits = tick_digits(y_range.end - y_range.start);
+    let extent = panel
+        .x_range
+        .into_iter()
+        .flat_map(|(lo, hi)| [lo, hi])
+        .filter_map(|x| {
+            let y = panel.lines.iter().flat_map(|l| &l.points).next()?.1;
+            Some((x, y))
+        });
+    let (x_range, y_range) = ranges(
+        panel
+            .lines
+            .iter()
+            .flat_map(|l| l.points.iter().copied())
+            .chain(extent),
+    );
+    let y_digits = if panel.log_y {
+        // Ticks at log10 values label the values themselves; enough digits for the smallest.
+        tick_digits(10f64.powf(y_range.start).min(1.0))
+    } else {
+        tick_digits(y_range.end - y_range.start)
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(34)
         .y_label_area_size(44 + 7 * y_digits as u32)
-        .build_cartesian_2d(x_range, y_range)?;
+        .build_cartesian_2d(x_range.clone(), y_range.clone())?;
     let integer_x = panel
         .lines
         .iter()
@@ -145,7 +169,10 @@ fn draw_panel<DB: DrawingBackend>(
         true => format!("{x:.0}"),
         false => format!("{x:.2}"),
     };
-    let y_format = |y: &f64| format!("{y:.y_digits$}");
+    let y_format = |y: &f64| {
+        let value = if panel.log_y { 10f64.powf(*y) } else { *y };
+        format!("{value:.y_digits$}")
+    };
     chart
         .configure_mesh()
         .x_label_formatter(&x_format)
@@ -165,27 +192,60 @@ fn draw_panel<DB: DrawingBackend>(
         .unwrap_or(0);
     let point_size = if longest > 20 { 0 } else { 2 };
     for line in &panel.lines {
-        let color = line.color;
+        let (color, width) = (line.color, line.width);
+        let size = if width > 1 { point_size } else { 0 };
         let series = chart.draw_series(
-            LineSeries::new(line.points.iter().copied(), color.stroke_width(2))
-                .point_size(point_size),
+            LineSeries::new(line.points.iter().copied(), color.stroke_width(width))
+                .point_size(size),
         )?;
         if legend {
             series.label(line.label.as_str()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(width))
             });
         }
     }
     if legend && !panel.lines.is_empty() {
+        let corner = emptiest_corner(panel, &x_range, &y_range);
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(corner)
             .background_style(WHITE.mix(0.8))
             .border_style(RGBColor(180, 180, 180))
             .label_font(("sans-serif", 11))
             .draw()?;
     }
     Ok(())
+}
+
+/// The corner of the plot area with the fewest points (lower right on ties), so the legend hides
+/// as little data as possible: a falling loss ends in the lower right, a rising δ1 in the upper.
+fn emptiest_corner(
+    panel: &Panel,
+    x: &std::ops::Range<f64>,
+    y: &std::ops::Range<f64>,
+) -> SeriesLabelPosition {
+    let (w, h) = ((x.end - x.start).max(1e-12), (y.end - y.start).max(1e-12));
+    let count = |right: bool, top: bool| {
+        panel
+            .lines
+            .iter()
+            .flat_map(|l| &l.points)
+            .filter(|(px, py)| {
+                let (u, v) = ((px - x.start) / w, (py - y.start) / h);
+                (if right { u > 0.55 } else { u < 0.45 }) && (if top { v > 0.6 } else { v < 0.4 })
+            })
+            .count()
+    };
+    [
+        (SeriesLabelPosition::LowerRight, count(true, false)),
+        (SeriesLabelPosition::UpperRight, count(true, true)),
+        (SeriesLabelPosition::LowerLeft, count(false, false)),
+        (SeriesLabelPosition::UpperLeft, count(false, true)),
+    ]
+    .into_iter()
+    .min_by_key(|(_, n)| *n)
+    .map(|(corner, _)| corner)
+    .unwrap_or(SeriesLabelPosition::LowerRight)
 }
 
 /// Axis ranges of the points with 5 % padding; a flat or empty series still gets a visible range.
@@ -231,6 +291,12 @@ fn ramp(i: usize, n: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
+/// `color` moved a fraction `t` of the way to white (an opaque light tint, so SVG and PNG agree).
+fn lighten(color: RGBColor, t: f64) -> RGBColor {
+    let mix = |c: u8| (c as f64 + t * (255.0 - c as f64)).round() as u8;
+    RGBColor(mix(color.0), mix(color.1), mix(color.2))
+}
+
 /// Distinct colours for a handful of runs.
 fn categorical(i: usize) -> RGBColor {
     const COLORS: [RGBColor; 9] = [
@@ -273,6 +339,7 @@ fn uniform_lines(indicator: Indicator, records: &[&SpectralRecord], xs: &[f64]) 
         .map(|value| Line {
             label: format!("uniform attention ({value:.3})"),
             color: RGBColor(150, 150, 150),
+            width: 1,
             points: vec![(lo, value), (hi, value)],
         })
         .collect()
@@ -312,12 +379,15 @@ pub fn indicators_over_steps(
             title: format!("{title}: {}", indicator.name()),
             x_desc: "step".into(),
             y_desc: indicator.name().into(),
+            log_y: false,
+            x_range: None,
             lines: layers
                 .iter()
                 .enumerate()
                 .map(|(k, &l)| Line {
                     label: format!("layer {l}"),
                     color: ramp(k, layers.len()),
+                    width: 2,
                     points: records
                         .iter()
                         .filter_map(|r| {
@@ -360,12 +430,15 @@ pub fn depth_profiles(runs: &[(String, &SpectralRecord)], stem: &Path) -> Result
             title: indicator.name().into(),
             x_desc: "layer".into(),
             y_desc: indicator.name().into(),
+            log_y: false,
+            x_range: None,
             lines: runs
                 .iter()
                 .enumerate()
                 .map(|(i, (label, record))| Line {
                     label: format!("{label} (step {})", record.step),
                     color: categorical(i),
+                    width: 2,
                     points: record
                         .profile()
                         .series(indicator)
@@ -381,6 +454,92 @@ pub fn depth_profiles(runs: &[(String, &SpectralRecord)], stem: &Path) -> Result
     render_indicator_panels(panels, stem)
 }
 
+/// How a [`Curve`] is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurveStyle {
+    /// A main series in the i-th of the figure engine's categorical colours.
+    Main(usize),
+    /// The same colour, light and thin: the raw series behind a smoothed one.
+    Faint(usize),
+    /// A thin grey reference line (a baseline, uniform attention).
+    Reference,
+}
+
+/// One labelled series of a [`CurvePanel`]; non-finite points (and, on a log axis, values <= 0)
+/// are left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    pub label: String,
+    pub style: CurveStyle,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A line chart with named axes, for figures that are not indicator logs (training curves).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvePanel {
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    /// A log10 y axis (tick labels show the values; "(log scale)" is added to the axis name).
+    pub log_y: bool,
+    /// The x extent to show at least (e.g. the whole run for a few validation points).
+    pub x_range: Option<(f64, f64)>,
+    pub curves: Vec<Curve>,
+}
+
+/// Draws `panels` side by side (`cols` per row), each with its legend, as `<stem>.svg` and
+/// `<stem>.png`.
+pub fn curve_panels(panels: &[CurvePanel], cols: usize, stem: &Path) -> Result<Vec<PathBuf>> {
+    let panels = panels
+        .iter()
+        .map(|p| Panel {
+            title: p.title.clone(),
+            x_desc: p.x_desc.clone(),
+            y_desc: if p.log_y {
+                format!("{} (log scale)", p.y_desc)
+            } else {
+                p.y_desc.clone()
+            },
+            log_y: p.log_y,
+            x_range: p.x_range,
+            lines: p
+                .curves
+                .iter()
+                .map(|c| {
+                    let (color, width) = match c.style {
+                        CurveStyle::Main(i) => (categorical(i), 2),
+                        CurveStyle::Faint(i) => (lighten(categorical(i), 0.65), 1),
+                        CurveStyle::Reference => (RGBColor(150, 150, 150), 1),
+                    };
+                    Line {
+                        label: c.label.clone(),
+                        color,
+                        width,
+                        points: c
+                            .points
+                            .iter()
+                            .filter(|(x, y)| {
+                                x.is_finite() && y.is_finite() && (!p.log_y || *y > 0.0)
+                            })
+                            .map(|&(x, y)| (x, if p.log_y { y.log10() } else { y }))
+                            .collect(),
+                    }
+                })
+                .filter(|l| !l.points.is_empty())
+                .collect(),
+        })
+        .collect();
+    render(
+        &PanelGrid {
+            panels,
+            cols: cols.max(1),
+            panel_size: (560, 340),
+            legend: true,
+        },
+        stem,
+    )
+}
+
 /// Figure (c): SVDA sigma spectra, one panel per layer, one line per head of |sigma| sorted from
 /// largest to smallest (rank on the x axis).
 pub fn sigma_spectra(title: &str, spectra: &SigmaSpectra, stem: &Path) -> Result<Vec<PathBuf>> {
@@ -392,10 +551,13 @@ pub fn sigma_spectra(title: &str, spectra: &SigmaSpectra, stem: &Path) -> Result
             title: format!("{title}: layer {}, step {}", l + 1, spectra.step),
             x_desc: "rank k".into(),
             y_desc: "|sigma_k|".into(),
+            log_y: false,
+            x_range: None,
             lines: (0..heads.len())
                 .map(|h| Line {
                     label: format!("head {h}"),
                     color: ramp(h, heads.len()),
+                    width: 2,
                     points: spectra
                         .sorted_magnitudes(l, h)
                         .unwrap_or_default()

@@ -1,80 +1,138 @@
-//! The pictures of a run's report (`docs/training.md`): a loss curve and a contact sheet of
-//! predictions (input | prediction | ground truth | error), coloured with glassbox-data's
-//! `colormap` module so every depth picture of the project looks alike.
-//!
-//! The loss curve is drawn with the `image` crate alone (no fonts are assumed on the machine):
-//! grey grid lines at every power of ten of the loss (log axis), the raw loss in light blue and a
-//! 20-step moving average in dark blue; the numbers themselves are in `metrics.jsonl`.
+//! The pictures of a run's report (`docs/training.md`): the training curves (loss and validation,
+//! labelled panels drawn by glassbox-spectral's figure engine with its embedded font) and a
+//! contact sheet of predictions (input | prediction | ground truth | error), coloured with
+//! glassbox-data's `colormap` module so every depth picture of the project looks alike.
 
 use std::path::Path;
+
+use glassbox_spectral::SpectralError;
+use glassbox_spectral::plot::{Curve, CurvePanel, CurveStyle, curve_panels};
+
+use crate::train::logs::read_series;
 
 use glassbox_data::colormap::{colorize_depth, rgb_image, tile, turbo};
 use glassbox_metrics::median;
 use image::{Rgb, RgbImage};
 use ndarray::{Array2, ArrayView2, ArrayView3};
 
-/// Draws `losses` (step, loss) as a PNG of `width` x `height` pixels on a log axis.
-pub fn loss_curve(losses: &[(usize, f64)], width: u32, height: u32) -> RgbImage {
-    let mut img = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
-    let points: Vec<(usize, f64)> = losses
-        .iter()
-        .copied()
-        .filter(|(_, l)| l.is_finite() && *l > 0.0)
-        .collect();
-    if points.len() < 2 {
-        return img;
-    }
-    let margin = 10.0;
-    let (w, h) = (width as f64 - 2.0 * margin, height as f64 - 2.0 * margin);
-    let (s0, s1) = (points[0].0 as f64, points[points.len() - 1].0 as f64);
-    let logs: Vec<f64> = points.iter().map(|p| p.1.log10()).collect();
-    let lo = logs.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (lo, hi) = if hi - lo < 1e-9 {
-        (lo - 0.5, hi + 0.5)
-    } else {
-        (lo, hi)
+/// Steps of the trailing moving average drawn over the raw training loss.
+pub const LOSS_SMOOTHING: usize = 20;
+
+/// The training curves of a run as `<stem>.svg` and `<stem>.png` (the run folder's
+/// `loss_curve.*`), three labelled panels: the training loss (raw and its 20-step moving average,
+/// log scale), the validation AbsRel (median-scaled and scale+shift, with the constant
+/// baseline) and the validation δ1, each against the optimiser step. `evals` are the `eval.jsonl`
+/// series by name; a panel without points is left empty rather than dropped, so the layout is the
+/// same for every run.
+pub fn training_curves(
+    losses: &[(usize, f64)],
+    evals: &EvalSeries,
+    stem: &Path,
+) -> Result<Vec<std::path::PathBuf>, SpectralError> {
+    let points = |series: &[(usize, f64)]| -> Vec<(f64, f64)> {
+        series.iter().map(|&(s, v)| (s as f64, v)).collect()
     };
-    let x_of = |s: f64| margin + (s - s0) / (s1 - s0).max(1.0) * w;
-    let y_of = |l: f64| margin + (hi - l) / (hi - lo) * h;
-    for decade in (lo.floor() as i32)..=(hi.ceil() as i32) {
-        let y = y_of(decade as f64);
-        if (margin..=margin + h).contains(&y) {
-            for x in margin as u32..(margin + w) as u32 {
-                img.put_pixel(x, y as u32, Rgb([200, 200, 200]));
-            }
-        }
-    }
-    let axis = Rgb([0, 0, 0]);
-    for x in margin as u32..=(margin + w) as u32 {
-        img.put_pixel(x, (margin + h) as u32, axis);
-    }
-    for y in margin as u32..=(margin + h) as u32 {
-        img.put_pixel(margin as u32, y, axis);
-    }
-    let polyline = |img: &mut RgbImage, ys: &[f64], colour: Rgb<u8>| {
-        for i in 1..points.len() {
-            let (x0, y0) = (x_of(points[i - 1].0 as f64), y_of(ys[i - 1]));
-            let (x1, y1) = (x_of(points[i].0 as f64), y_of(ys[i]));
-            let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-            for k in 0..=n {
-                let t = k as f64 / n as f64;
-                let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
-                if x >= 0.0 && y >= 0.0 && x < width as f64 && y < height as f64 {
-                    img.put_pixel(x as u32, y as u32, colour);
-                }
-            }
-        }
-    };
-    polyline(&mut img, &logs, Rgb([150, 190, 240]));
-    let smooth: Vec<f64> = (0..logs.len())
+    let smooth: Vec<(f64, f64)> = (0..losses.len())
         .map(|i| {
-            let from = i.saturating_sub(19);
-            logs[from..=i].iter().sum::<f64>() / (i + 1 - from) as f64
+            let from = i.saturating_sub(LOSS_SMOOTHING - 1);
+            let window = &losses[from..=i];
+            let mean = window.iter().map(|(_, l)| l).sum::<f64>() / window.len() as f64;
+            (losses[i].0 as f64, mean)
         })
         .collect();
-    polyline(&mut img, &smooth, Rgb([20, 60, 160]));
-    img
+    // Every panel spans the whole run, and the constant baseline (a property of the validation
+    // images, the same at every step) is drawn across it.
+    let x_range = match (losses.first(), losses.last()) {
+        (Some(a), Some(b)) => Some((a.0 as f64, b.0 as f64)),
+        _ => None,
+    };
+    let baseline: Vec<(f64, f64)> = match (x_range, evals.abs_rel_baseline.last()) {
+        (Some((lo, hi)), Some(&(_, b))) => vec![(lo, b), (hi, b)],
+        _ => points(&evals.abs_rel_baseline),
+    };
+    let curve = |label: &str, style, points| Curve {
+        label: label.to_string(),
+        style,
+        points,
+    };
+    // One validation metric, median-scaled and scale+shift, with an optional reference line.
+    let validation =
+        |title: &str, y_desc: &str, series: [&[(usize, f64)]; 2], reference| CurvePanel {
+            title: title.into(),
+            x_desc: "optimiser step".into(),
+            y_desc: y_desc.into(),
+            log_y: false,
+            x_range,
+            curves: [
+                curve("median-scaled", CurveStyle::Main(1), points(series[0])),
+                curve(
+                    "scale+shift (disparity)",
+                    CurveStyle::Main(2),
+                    points(series[1]),
+                ),
+            ]
+            .into_iter()
+            .chain(reference)
+            .collect(),
+        };
+    let panels = [
+        CurvePanel {
+            title: "training loss".into(),
+            x_desc: "optimiser step".into(),
+            y_desc: "loss".into(),
+            log_y: true,
+            x_range,
+            curves: vec![
+                curve("loss per step", CurveStyle::Faint(0), points(losses)),
+                curve(
+                    &format!("{LOSS_SMOOTHING}-step moving average"),
+                    CurveStyle::Main(0),
+                    smooth,
+                ),
+            ],
+        },
+        validation(
+            "validation AbsRel (lower is better)",
+            "AbsRel",
+            [&evals.abs_rel, &evals.abs_rel_scale_shift],
+            Some(curve(
+                "constant baseline (per-image median)",
+                CurveStyle::Reference,
+                baseline,
+            )),
+        ),
+        validation(
+            "validation δ1 (higher is better)",
+            "δ1 (share of pixels within 1.25x)",
+            [&evals.delta1, &evals.delta1_scale_shift],
+            None,
+        ),
+    ];
+    curve_panels(&panels, 3, stem)
+}
+
+/// The validation series of a run's `eval.jsonl`, as (step, value) pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalSeries {
+    pub abs_rel: Vec<(usize, f64)>,
+    pub abs_rel_scale_shift: Vec<(usize, f64)>,
+    pub abs_rel_baseline: Vec<(usize, f64)>,
+    pub delta1: Vec<(usize, f64)>,
+    pub delta1_scale_shift: Vec<(usize, f64)>,
+}
+
+impl EvalSeries {
+    /// Reads `eval.jsonl` (missing file: no points).
+    pub fn read(path: &Path) -> Self {
+        let series = |key| read_series(path, key);
+        Self {
+            abs_rel: series("abs_rel"),
+            abs_rel_scale_shift: series("abs_rel_scale_shift"),
+            abs_rel_baseline: series("abs_rel_baseline"),
+            delta1: series("delta1"),
+            delta1_scale_shift: series("delta1_scale_shift"),
+        }
+    }
 }
 
 /// One contact-sheet row: the input, the median-scaled prediction and the ground truth (same
@@ -157,17 +215,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_falling_loss_is_drawn_from_top_left_to_bottom_right() {
-        let losses: Vec<(usize, f64)> = (0..100).map(|s| (s, 1.0 / (1.0 + s as f64))).collect();
-        let img = loss_curve(&losses, 200, 100);
-        let dark = |x: u32| {
-            (0..100).find(|&y| img.get_pixel(x, y).0[2] > 200 && img.get_pixel(x, y).0[0] < 200)
+    fn training_curves_label_their_axes_and_series_in_svg_and_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let losses: Vec<(usize, f64)> = (1..=100).map(|s| (s, 1.0 / s as f64)).collect();
+        let evals = EvalSeries {
+            abs_rel: vec![(50, 0.3), (100, 0.2)],
+            abs_rel_scale_shift: vec![(50, 0.25), (100, 0.15)],
+            abs_rel_baseline: vec![(50, 0.37), (100, 0.37)],
+            delta1: vec![(50, 0.5), (100, 0.7)],
+            delta1_scale_shift: vec![(50, 0.6), (100, 0.8)],
         };
-        let (first, last) = (dark(12).unwrap(), dark(185).unwrap());
-        assert!(
-            first < last,
-            "curve starts at row {first}, ends at row {last}"
-        );
+        let stem = dir.path().join("loss_curve");
+        let files = training_curves(&losses, &evals, &stem).unwrap();
+        assert_eq!(files.len(), 2);
+        assert!(files.iter().all(|f| f.is_file()));
+        let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+        for text in [
+            "optimiser step",
+            "loss (log scale)",
+            "AbsRel",
+            "20-step moving average",
+            "constant baseline (per-image median)",
+            "validation δ1 (higher is better)",
+        ] {
+            assert!(svg.contains(text), "the SVG lacks {text:?}");
+        }
+        // A run that has not been validated yet still gets the figure.
+        training_curves(&losses, &EvalSeries::default(), &stem).unwrap();
     }
 
     #[test]

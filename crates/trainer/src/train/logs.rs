@@ -43,12 +43,18 @@ pub fn append(path: &Path, value: &serde_json::Value) -> Result<(), FileError> {
 
 /// Reads the (step, loss) pairs of a run's `metrics.jsonl`.
 pub fn read_losses(path: &Path) -> Vec<(usize, f64)> {
+    read_series(path, "loss")
+}
+
+/// Reads the (step, value) pairs of one numeric field of a JSONL log (`metrics.jsonl`,
+/// `eval.jsonl`); lines without it are skipped, a missing file gives nothing.
+pub fn read_series(path: &Path, key: &str) -> Vec<(usize, f64)> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v.get("step")?.as_u64()? as usize, v.get("loss")?.as_f64()?)))
+        .filter_map(|v| Some((v.get("step")?.as_u64()? as usize, v.get(key)?.as_f64()?)))
         .collect()
 }
 

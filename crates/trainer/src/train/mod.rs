@@ -49,6 +49,8 @@ pub enum TrainError {
     Probe(#[from] crate::probe::ProbeError),
     #[error(transparent)]
     File(#[from] crate::fs::FileError),
+    #[error("run figures: {0}")]
+    Figure(Box<glassbox_spectral::SpectralError>),
     #[error(
         "step {step}: the {what} is {value}; stopping. The last good checkpoint ({last}) was \
          left untouched"

@@ -365,9 +365,12 @@ impl<'a> Run<'a> {
     /// Writes `report.md` (evaluation table), `loss_curve.png` and `contact_sheet.png`.
     fn write_report(&self, eval: &EvalReport) -> Result<(), TrainError> {
         let (dir, config) = (&self.dir, self.config);
-        let curve = report::loss_curve(&read_losses(&dir.join("metrics.jsonl")), 640, 320);
-        let curve_path = dir.join("loss_curve.png");
-        glassbox_data::io::write_png(&curve_path, &curve)?;
+        report::training_curves(
+            &read_losses(&dir.join("metrics.jsonl")),
+            &report::EvalSeries::read(&dir.join("eval.jsonl")),
+            &dir.join("loss_curve"),
+        )
+        .map_err(|e| TrainError::Figure(Box::new(e)))?;
         let batch = first_images(
             &self.data,
             config.schedule.sheet_images,
@@ -392,15 +395,17 @@ impl<'a> Run<'a> {
         let sheet_path = dir.join("contact_sheet.png");
         report::write_contact_sheet(&sheet_path, &rows)?;
         let mut text = format!(
-            "# Run {name}\n\n{steps} steps, {attention:?} attention, {h}x{w} images, seed {seed}.\n\n\
+            "# Run {name}\n\n{steps} steps, {attention} attention, {h}x{w} images, seed {seed}.\n\n\
              Data: {data}.\n\n\
              ## Validation ({images} held-out images)\n\n{table}\n\
              Best median-scaled AbsRel: {best:.4}.\n\n\
              Columns of contact_sheet.png: input | prediction (median-scaled) | ground truth | \
-             relative error (0 blue .. 0.5 red).\nloss_curve.png: training loss on a log axis.\n",
+             relative error (0 blue .. 0.5 red).\nloss_curve.png (and .svg): training loss (raw and \
+             20-step moving average, log scale), validation AbsRel against the constant baseline, \
+             and validation δ1, over optimiser steps.\n",
             name = config.name,
             steps = self.trainer.step,
-            attention = config.model.encoder.attention,
+            attention = config.model.encoder.attention.name(),
             h = config.data.image_size[0],
             w = config.data.image_size[1],
             seed = config.seed,
