@@ -173,14 +173,17 @@ pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
     Ok(Report { index, figures })
 }
 
-/// A PNG shown inline that links to its SVG.
-fn figure_html(stem: &str) -> String {
+/// A figure of [`crate::plot`] (`<stem>.png` shown inline, linking to `<stem>.svg`) as HTML,
+/// `stem` relative to the page.
+pub fn figure_html(stem: &str) -> String {
     let stem = escape(stem);
-    format!("<a href=\"{stem}.svg\"><img src=\"{stem}.png\" style=\"max-width:100%\"></a>\n")
+    format!(
+        "<a href=\"{stem}.svg\"><img src=\"{stem}.png\" alt=\"{stem}\" style=\"max-width:100%\"></a>\n"
+    )
 }
 
-/// The PNG in `dir` whose name sorts last (`step_NNNNNN.png`: the last probe).
-fn last_png(dir: &Path) -> Option<PathBuf> {
+/// The PNG in `dir` whose name sorts last (`step_NNNNNN.png`: the last probe's overlay).
+pub fn last_png(dir: &Path) -> Option<PathBuf> {
     let mut pngs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -204,7 +207,8 @@ fn unique_labels(runs: &mut [RunLogs]) {
     }
 }
 
-fn escape(text: &str) -> String {
+/// Text made safe for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -15,7 +15,8 @@
 //! - [`predict`]: depth PNGs and attention maps for image files;
 //! - [`probe`]: the spectral indicators of the model on a fixed probe batch, logged over
 //!   training (figures: `glassbox_spectral::report`);
-//! - [`report`]: loss curve, contact sheet and attention overlays as PNG;
+//! - [`report`]: training curves, contact sheet and attention overlays; [`page`]: the run's one
+//!   HTML page (`runs/<name>/index.html`) showing them all;
 //! - [`ablate`]: ablation grids (attention x readout x hooks x seeds), resumable, summarised as
 //!   CSV / markdown tables and figures.
 
@@ -27,6 +28,7 @@ pub mod eval;
 pub mod fs;
 pub mod optim;
 pub mod overrides;
+pub mod page;
 pub mod predict;
 pub mod probe;
 pub mod report;

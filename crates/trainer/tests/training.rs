@@ -347,3 +347,42 @@ fn the_default_svda_spectrum_steps_at_its_own_learning_rate() {
         );
     }
 }
+
+#[test]
+fn every_run_leaves_one_page_whose_links_resolve_and_whose_figures_are_labelled() {
+    let mut config = TrainConfig::preset("test").unwrap();
+    config.set_attention(glassbox_attention::AttentionKind::Svda);
+    config.optim.steps = 4;
+    config.schedule.spectral_every = 2;
+    config.schedule.eval_every = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let options = TrainOptions {
+        report: true,
+        ..options(dir.path(), false, None)
+    };
+    train(&config, &options).unwrap();
+    let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    // Every image and link of the page is a file beside it.
+    let mut links = 0;
+    for attribute in ["src=\"", "href=\""] {
+        for piece in page.split(attribute).skip(1) {
+            let target = &piece[..piece.find('"').unwrap()];
+            assert!(
+                dir.path().join(target).is_file(),
+                "index.html links {target}, which does not exist"
+            );
+            links += 1;
+        }
+    }
+    // Curves, contact sheet, depth profiles, indicators over steps, sigma spectra (PNG + SVG
+    // each for the plotted ones) and the last attention overlay.
+    assert!(links >= 10, "{links} links");
+    for section in ["Validation", "Training curves", "Configuration", "sigma"] {
+        assert!(page.contains(section), "the page lacks {section:?}");
+    }
+    let svg = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert!(svg("loss_curve.svg").contains("optimiser step"));
+    assert!(svg("loss_curve.svg").contains("loss (log scale)"));
+    let profiles = svg("figures/depth_profiles.svg");
+    assert!(profiles.contains("layer") && profiles.contains("uniform attention"));
+}

@@ -206,8 +206,8 @@ fn train(
         );
     }
     println!(
-        "{} steps in {:.1} s ({:.1} s of updates, {:.1} images/s); run folder {} (report.md, \
-         loss_curve.png, contact_sheet.png, last.safetensors, best.safetensors)",
+        "{} steps in {:.1} s ({:.1} s of updates, {:.1} images/s); run folder {} (index.html: \
+         the run's page with every figure; report.md, last.safetensors, best.safetensors)",
         summary.steps,
         summary.seconds,
         summary.update_seconds,

@@ -51,6 +51,8 @@ pub enum TrainError {
     File(#[from] crate::fs::FileError),
     #[error("run figures: {0}")]
     Figure(Box<glassbox_spectral::SpectralError>),
+    #[error(transparent)]
+    Page(Box<crate::page::PageError>),
     #[error(
         "step {step}: the {what} is {value}; stopping. The last good checkpoint ({last}) was \
          left untouched"

@@ -402,7 +402,8 @@ impl<'a> Run<'a> {
              Columns of contact_sheet.png: input | prediction (median-scaled) | ground truth | \
              relative error (0 blue .. 0.5 red).\nloss_curve.png (and .svg): training loss (raw and \
              20-step moving average, log scale), validation AbsRel against the constant baseline, \
-             and validation δ1, over optimiser steps.\n",
+             and validation δ1, over optimiser steps.\nindex.html: this report with every figure \
+             of the run.\n",
             name = config.name,
             steps = self.trainer.step,
             attention = config.model.encoder.attention.name(),
@@ -426,6 +427,7 @@ impl<'a> Run<'a> {
             ));
         }
         write_atomic(&dir.join("report.md"), text.as_bytes())?;
+        crate::page::write_run_page(dir).map_err(|e| TrainError::Page(Box::new(e)))?;
         Ok(())
     }
 }

@@ -1,0 +1,222 @@
+//! The one page every run leaves: `runs/<name>/index.html` (`docs/training.md`). It shows the
+//! run's `report.md` (summary, validation table, spectral table), every figure of the run folder
+//! (training curves, contact sheet, the spectral indicators over steps and by depth, sigma
+//! spectra, the last attention overlay) and the resolved `config.toml`. Self-contained: images are
+//! files beside it, linked by relative paths, and nothing is fetched from the network.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use glassbox_spectral::report::{escape, figure_html, last_png};
+use glassbox_spectral::{
+    ATTENTION_DIR, SIGMA_FILE, SPECTRAL_FILE, SpectralError, plot, read_sigma_log,
+    read_spectral_log,
+};
+
+use crate::fs::{FileError, file_error, write_atomic};
+
+/// Where a run page's own figures go, inside the run folder.
+pub const FIGURES_DIR: &str = "figures";
+
+/// What can stop the page: a figure that cannot be drawn or a file that cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("run page figures: {0}")]
+    Figure(#[from] SpectralError),
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// Writes `<dir>/index.html` (and its figures under `<dir>/figures/`) from what the run folder
+/// holds; returns the page's path. Sections whose files are missing are left out.
+pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
+    let mut body = String::new();
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap_or_default();
+    body.push_str(&markdown_html(&report));
+
+    body.push_str("<h2>Training curves</h2>\n");
+    if dir.join("loss_curve.png").is_file() {
+        body.push_str(&figure_html("loss_curve"));
+    }
+    if dir.join("contact_sheet.png").is_file() {
+        body.push_str(
+            "<h2>Predictions on validation images</h2>\n<p>Columns: input | prediction \
+             (median-scaled) | ground truth | relative error |pred − gt| / gt from 0 (blue) to \
+             0.5 (red); depth colours share each row's range (near blue, far red).</p>\n\
+             <img src=\"contact_sheet.png\" alt=\"contact sheet\">\n",
+        );
+    }
+    body.push_str(&spectral_section(dir)?);
+    if let Ok(config) = std::fs::read_to_string(dir.join("config.toml")) {
+        let _ = write!(
+            body,
+            "<h2>Configuration</h2>\n<p><code>config.toml</code>: `glassbox train --config` \
+             reruns it.</p>\n<pre>{}</pre>\n",
+            escape(&config)
+        );
+    }
+    let title = dir
+        .file_name()
+        .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    let page = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>glassbox run {}</title>\
+         <style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 1em}}\
+         img{{max-width:100%;border:1px solid #ddd}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}\
+         pre{{background:#f6f6f6;padding:8px;overflow-x:auto}}</style></head><body>\n{body}\
+         </body></html>\n",
+        escape(&title)
+    );
+    let index = dir.join("index.html");
+    write_atomic(&index, page.as_bytes())?;
+    Ok(index)
+}
+
+/// The spectral figures of the run, drawn into `figures/`; empty when the run logged no probe.
+fn spectral_section(dir: &Path) -> Result<String, PageError> {
+    let Ok(mut records) = read_spectral_log(&dir.join(SPECTRAL_FILE)) else {
+        return Ok(String::new());
+    };
+    records.sort_by_key(|r| r.step);
+    let Some(last) = records.last() else {
+        return Ok(String::new());
+    };
+    let figures = dir.join(FIGURES_DIR);
+    std::fs::create_dir_all(&figures).map_err(file_error("create", &figures))?;
+    let name = dir
+        .file_name()
+        .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    let mut html = format!(
+        "<h2>Attention, read through the spectral indicators</h2>\n<p>{} probes, steps {} to {}. \
+         Definitions: <code>docs/spectral.md</code>. Grey lines: the value for perfectly uniform \
+         attention.</p>\n<h3>By depth, last probe (step {})</h3>\n",
+        records.len(),
+        records[0].step,
+        last.step,
+        last.step
+    );
+    plot::depth_profiles(&[(name.clone(), last)], &figures.join("depth_profiles"))?;
+    html.push_str(&figure_html(&format!("{FIGURES_DIR}/depth_profiles")));
+    html.push_str("<h3>Over training (mean over heads, one line per layer)</h3>\n");
+    plot::indicators_over_steps(&name, &records, &figures.join("indicators_over_steps"))?;
+    html.push_str(&figure_html(&format!(
+        "{FIGURES_DIR}/indicators_over_steps"
+    )));
+    let sigma_path = dir.join(SIGMA_FILE);
+    if sigma_path.is_file() {
+        let mut spectra = read_sigma_log(&sigma_path)?;
+        spectra.sort_by_key(|s| s.step);
+        if let Some(spectra) = spectra.last() {
+            html.push_str("<h3>SVDA's sigma (sorted |sigma| per head, last probe)</h3>\n");
+            plot::sigma_spectra(&name, spectra, &figures.join("sigma_spectra"))?;
+            html.push_str(&figure_html(&format!("{FIGURES_DIR}/sigma_spectra")));
+        }
+    }
+    if let Some(overlay) = last_png(&dir.join(ATTENTION_DIR)) {
+        let file = overlay.file_name().unwrap_or_default().to_string_lossy();
+        let _ = writeln!(
+            html,
+            "<h3>Attention maps, last probe</h3>\n<p>Three query patches (white frame), mean \
+             over heads; input on the left, then layers 1 to L.</p>\n<img src=\"{ATTENTION_DIR}/{}\" \
+             alt=\"attention overlays\">",
+            escape(&file)
+        );
+    }
+    Ok(html)
+}
+
+/// The markdown our reports write, as HTML: `#`/`##` headings, pipe tables (the row after the
+/// header is the rule), `code` spans and paragraphs. Not a general markdown renderer.
+pub fn markdown_html(markdown: &str) -> String {
+    let mut html = String::new();
+    let mut table: Vec<&str> = Vec::new();
+    let mut paragraph: Vec<&str> = Vec::new();
+    let flush_paragraph = |html: &mut String, paragraph: &mut Vec<&str>| {
+        if !paragraph.is_empty() {
+            let _ = writeln!(html, "<p>{}</p>", inline(&paragraph.join(" ")));
+            paragraph.clear();
+        }
+    };
+    let flush_table = |html: &mut String, table: &mut Vec<&str>| {
+        if table.is_empty() {
+            return;
+        }
+        html.push_str("<table>\n");
+        for (i, row) in table.iter().enumerate() {
+            if i == 1 && row.contains("---") {
+                continue;
+            }
+            let tag = if i == 0 { "th" } else { "td" };
+            let cells: Vec<&str> = row.trim().trim_matches('|').split('|').collect();
+            html.push_str("<tr>");
+            for cell in cells {
+                let _ = write!(html, "<{tag}>{}</{tag}>", inline(cell.trim()));
+            }
+            html.push_str("</tr>\n");
+        }
+        html.push_str("</table>\n");
+        table.clear();
+    };
+    for line in markdown.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('|') {
+            flush_paragraph(&mut html, &mut paragraph);
+            table.push(trimmed);
+            continue;
+        }
+        flush_table(&mut html, &mut table);
+        if let Some(title) = trimmed.strip_prefix("## ") {
+            flush_paragraph(&mut html, &mut paragraph);
+            let _ = writeln!(html, "<h2>{}</h2>", inline(title));
+        } else if let Some(title) = trimmed.strip_prefix("# ") {
+            flush_paragraph(&mut html, &mut paragraph);
+            let _ = writeln!(html, "<h1>{}</h1>", inline(title));
+        } else if trimmed.is_empty() {
+            flush_paragraph(&mut html, &mut paragraph);
+        } else {
+            paragraph.push(trimmed);
+        }
+    }
+    flush_table(&mut html, &mut table);
+    flush_paragraph(&mut html, &mut paragraph);
+    html
+}
+
+/// Escapes text and turns `code` spans into `<code>`.
+fn inline(text: &str) -> String {
+    escape(text)
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                format!("<code>{part}</code>")
+            } else {
+                part.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_markdown_becomes_headings_tables_and_paragraphs() {
+        let md = "# Run x\n\nSome `code` & text\nthat wraps.\n\n## Validation\n\n| a | b |\n| --- | --- |\n| 1 | <2> |\n\nAfter.\n";
+        let html = markdown_html(md);
+        assert!(html.contains("<h1>Run x</h1>"), "{html}");
+        assert!(
+            html.contains("<p>Some <code>code</code> &amp; text that wraps.</p>"),
+            "{html}"
+        );
+        assert!(html.contains("<h2>Validation</h2>"), "{html}");
+        assert!(html.contains("<tr><th>a</th><th>b</th></tr>"), "{html}");
+        assert!(
+            html.contains("<tr><td>1</td><td>&lt;2&gt;</td></tr>"),
+            "{html}"
+        );
+        assert!(!html.contains("---"), "{html}");
+        assert!(html.contains("<p>After.</p>"), "{html}");
+    }
+}
