@@ -454,6 +454,68 @@ pub fn depth_profiles(runs: &[(String, &SpectralRecord)], stem: &Path) -> Result
     render_indicator_panels(panels, stem)
 }
 
+/// Where a [`TextLabel`]'s position sits on the text: its left end, its middle or its right end
+/// (always its vertical middle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextAnchor {
+    Left,
+    Center,
+    Right,
+}
+
+/// A piece of text to draw onto an image with the embedded font ([`draw_labels`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextLabel {
+    pub text: String,
+    /// Position in pixels from the top-left corner.
+    pub x: i32,
+    pub y: i32,
+    /// Font size in pixels.
+    pub size: f64,
+    pub anchor: TextAnchor,
+    pub color: (u8, u8, u8),
+}
+
+/// Draws `labels` onto an RGB8 image buffer (`width x height x 3`, row-major) with the embedded
+/// DejaVu font, so that pictures composed pixel by pixel elsewhere (contact sheets, attention
+/// overlays) get titles and scale labels that look like every other figure.
+pub fn draw_labels(rgb: &mut [u8], size: (u32, u32), labels: &[TextLabel]) -> Result<()> {
+    register_fonts()?;
+    if rgb.len() != (size.0 * size.1 * 3) as usize {
+        return Err(SpectralError::Plot {
+            path: PathBuf::from("(image buffer)"),
+            message: format!(
+                "a {} x {} RGB image needs {} bytes, got {}",
+                size.0,
+                size.1,
+                size.0 * size.1 * 3,
+                rgb.len()
+            ),
+        });
+    }
+    let error = |message: String| SpectralError::Plot {
+        path: PathBuf::from("(image buffer)"),
+        message,
+    };
+    let root = BitMapBackend::with_buffer(rgb, size).into_drawing_area();
+    for label in labels {
+        let h = match label.anchor {
+            TextAnchor::Left => HPos::Left,
+            TextAnchor::Center => HPos::Center,
+            TextAnchor::Right => HPos::Right,
+        };
+        let (r, g, b) = label.color;
+        let style = ("sans-serif", label.size)
+            .into_font()
+            .color(&RGBColor(r, g, b))
+            .pos(Pos::new(h, VPos::Center));
+        root.draw(&Text::new(label.text.as_str(), (label.x, label.y), style))
+            .map_err(|e| error(e.to_string()))?;
+    }
+    root.present().map_err(|e| error(e.to_string()))?;
+    Ok(())
+}
+
 /// How a [`Curve`] is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CurveStyle {

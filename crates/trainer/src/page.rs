@@ -42,7 +42,8 @@ pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
         body.push_str(
             "<h2>Predictions on validation images</h2>\n<p>Columns: input | prediction \
              (median-scaled) | ground truth | relative error |pred − gt| / gt from 0 (blue) to \
-             0.5 (red); depth colours share each row's range (near blue, far red).</p>\n\
+             0.5 (red); depth colours span each row's ground-truth range (near red, far blue), \
+             shown in metres by the bar beside the row.</p>\n\
              <img src=\"contact_sheet.png\" alt=\"contact sheet\">\n",
         );
     }

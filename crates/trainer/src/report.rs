@@ -6,11 +6,13 @@
 use std::path::Path;
 
 use glassbox_spectral::SpectralError;
-use glassbox_spectral::plot::{Curve, CurvePanel, CurveStyle, curve_panels};
+use glassbox_spectral::plot::{
+    Curve, CurvePanel, CurveStyle, TextAnchor, TextLabel, curve_panels, draw_labels,
+};
 
 use crate::train::logs::read_series;
 
-use glassbox_data::colormap::{colorize_depth, rgb_image, tile, turbo};
+use glassbox_data::colormap::{colorize_depth, rgb_image, turbo};
 use glassbox_metrics::median;
 use image::{Rgb, RgbImage};
 use ndarray::{Array2, ArrayView2, ArrayView3};
@@ -136,13 +138,21 @@ impl EvalSeries {
 }
 
 /// One contact-sheet row: the input, the median-scaled prediction and the ground truth (same
-/// depth range), and the relative error |pred - gt| / gt on turbo from 0 (blue) to 0.5 (red).
+/// depth range, on turbo over inverse depth: near red, far blue), and the relative error
+/// |pred - gt| / gt on turbo from 0 (blue) to 0.5 (red), with the depth range the colours span.
+pub struct ContactRow {
+    pub tiles: [RgbImage; 4],
+    /// Nearest and farthest valid ground-truth depth in metres (`None`: no valid pixel).
+    pub depth_range: Option<(f32, f32)>,
+}
+
+/// Builds one [`ContactRow`] from an image, the predicted disparity and the ground truth.
 pub fn contact_row(
     rgb: ArrayView3<f32>,
     disparity: ArrayView2<f32>,
     gt: ArrayView2<f32>,
     mask: ArrayView2<bool>,
-) -> Vec<RgbImage> {
+) -> ContactRow {
     let depth = disparity.mapv(|d| 1.0 / d.max(1e-6));
     let (mut preds, mut gts): (Vec<f64>, Vec<f64>) = depth
         .iter()
@@ -173,25 +183,151 @@ pub fn contact_row(
     let error_img = RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let e = error[[y as usize, x as usize]];
         if e.is_finite() {
-            Rgb(turbo(e / 0.5))
+            Rgb(turbo(e / ERROR_SCALE))
         } else {
             Rgb([0, 0, 0])
         }
     });
+    ContactRow {
+        tiles: [
+            rgb_image(rgb),
+            colorize_depth(aligned.view(), None, range),
+            colorize_depth(gt, Some(mask), range),
+            error_img,
+        ],
+        depth_range: range,
+    }
+}
+
+/// The relative error the error tiles saturate at (red).
+const ERROR_SCALE: f32 = 0.5;
+/// Tiles are enlarged by a whole factor to at least this many pixels on their shorter side.
+const MIN_TILE: u32 = 160;
+const GAP: u32 = 10;
+const HEADER: u32 = 34;
+const BAR: u32 = 14;
+const BAR_LABELS: u32 = 62;
+
+/// Writes the contact sheet as PNG: a header row naming the four columns, the rows enlarged to
+/// at least 160 px, and beside every row two colour bars, depth in metres (that row's range) and
+/// relative error (0 to 0.5).
+pub fn write_contact_sheet(path: &Path, rows: &[ContactRow]) -> Result<(), ReportError> {
+    let (tw, th) = rows
+        .first()
+        .map_or((1, 1), |r| (r.tiles[0].width(), r.tiles[0].height()));
+    let k = MIN_TILE.div_ceil(tw.min(th).max(1)).max(1);
+    let (cw, ch) = (tw * k, th * k);
+    let bars_x = GAP + 4 * (cw + GAP);
+    let width = bars_x + 2 * (BAR + BAR_LABELS + GAP);
+    let height = HEADER + rows.len().max(1) as u32 * (ch + GAP);
+    let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    let mut labels = Vec::new();
+    let label = |text: String, x: u32, y: u32, anchor| TextLabel {
+        text,
+        x: x as i32,
+        y: y as i32,
+        size: 13.0,
+        anchor,
+        color: (20, 20, 20),
+    };
+    for (c, title) in [
+        "input",
+        "prediction (median-scaled)",
+        "ground truth",
+        "relative error |pred − gt| / gt",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = GAP + c as u32 * (cw + GAP) + cw / 2;
+        labels.push(label(title.into(), x, HEADER / 2, TextAnchor::Center));
+    }
+    for (b, title) in ["depth (m)", "rel. error"].into_iter().enumerate() {
+        let x = bars_x + b as u32 * (BAR + BAR_LABELS + GAP);
+        labels.push(label(title.into(), x, HEADER / 2, TextAnchor::Left));
+    }
+    for (r, row) in rows.iter().enumerate() {
+        let y0 = HEADER + r as u32 * (ch + GAP);
+        for (c, tile) in row.tiles.iter().enumerate() {
+            let x0 = GAP + c as u32 * (cw + GAP);
+            for (x, y, p) in tile.enumerate_pixels() {
+                for dy in 0..k {
+                    for dx in 0..k {
+                        let (px, py) = (x0 + x * k + dx, y0 + y * k + dy);
+                        if px < width && py < height {
+                            sheet.put_pixel(px, py, *p);
+                        }
+                    }
+                }
+            }
+        }
+        // Bars: the top is the near end (red) and the bottom the far end, as in the tiles.
+        for (b, ticks) in [depth_ticks(row.depth_range), error_ticks()]
+            .into_iter()
+            .enumerate()
+        {
+            let x0 = bars_x + b as u32 * (BAR + BAR_LABELS + GAP);
+            for y in 0..ch {
+                let t = 1.0 - y as f32 / (ch - 1).max(1) as f32;
+                for x in 0..BAR {
+                    sheet.put_pixel(x0 + x, y0 + y, Rgb(turbo(t)));
+                }
+            }
+            for (t, text) in ticks {
+                let y = y0 + ((1.0 - t) * (ch - 1) as f32).round() as u32;
+                for x in 0..4 {
+                    sheet.put_pixel(x0 + BAR + x, y, Rgb([20, 20, 20]));
+                }
+                labels.push(TextLabel {
+                    size: 11.0,
+                    ..label(
+                        text,
+                        x0 + BAR + 6,
+                        y.clamp(y0 + 6, y0 + ch - 6),
+                        TextAnchor::Left,
+                    )
+                });
+            }
+        }
+    }
+    let (w, h) = sheet.dimensions();
+    let mut raw = sheet.into_raw();
+    draw_labels(&mut raw, (w, h), &labels)?;
+    let sheet = RgbImage::from_raw(w, h, raw).expect("the buffer keeps its size");
+    Ok(glassbox_data::io::write_png(path, &sheet)?)
+}
+
+/// Tick positions (0 = far/bottom .. 1 = near/top) and labels of a depth bar: the colours are
+/// linear in inverse depth between the row's nearest and farthest depth.
+fn depth_ticks(range: Option<(f32, f32)>) -> Vec<(f32, String)> {
+    let Some((near, far)) = range else {
+        return vec![(0.5, "no depth".into())];
+    };
+    let (inv_near, inv_far) = (1.0 / near.max(1e-3), 1.0 / far.max(1e-3));
+    [1.0f32, 0.5, 0.0]
+        .into_iter()
+        .map(|t| {
+            let depth = 1.0 / (inv_far + t * (inv_near - inv_far));
+            (t, format!("{depth:.2} m"))
+        })
+        .collect()
+}
+
+fn error_ticks() -> Vec<(f32, String)> {
     vec![
-        rgb_image(rgb),
-        colorize_depth(aligned.view(), None, range),
-        colorize_depth(gt, Some(mask), range),
-        error_img,
+        (1.0, format!("≥ {ERROR_SCALE}")),
+        (0.5, format!("{}", ERROR_SCALE / 2.0)),
+        (0.0, "0".into()),
     ]
 }
 
-/// Tiles contact rows into one sheet and writes it as PNG.
-pub fn write_contact_sheet(
-    path: &Path,
-    rows: &[Vec<RgbImage>],
-) -> Result<(), glassbox_data::DataError> {
-    glassbox_data::io::write_png(path, &tile(rows, 2))
+/// What can stop a report picture: its text or its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("report figure: {0}")]
+    Figure(#[from] SpectralError),
+    #[error(transparent)]
+    Data(#[from] glassbox_data::DataError),
 }
 
 /// Blends a heat map (values in [0, 1], any size: resized nearest) over an image, turbo coloured.
@@ -251,7 +387,27 @@ mod tests {
         let mask = Array2::from_elem((4, 4), true);
         let rgb = ndarray::Array3::<f32>::zeros((3, 4, 4));
         let row = contact_row(rgb.view(), disparity.view(), gt.view(), mask.view());
-        assert_eq!(row.len(), 4);
-        assert_eq!(row[3].get_pixel(1, 1).0, turbo(0.0));
+        assert_eq!(row.tiles[3].get_pixel(1, 1).0, turbo(0.0));
+        assert_eq!(row.depth_range, Some((1.0, 7.0)));
+        // The sheet enlarges 4 x 4 tiles to 160 px and adds header and colour bars.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sheet.png");
+        write_contact_sheet(&path, &[row]).unwrap();
+        let sheet = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(sheet.height(), HEADER + 160 + GAP);
+        assert_eq!(
+            sheet.width(),
+            GAP + 4 * (160 + GAP) + 2 * (BAR + BAR_LABELS + GAP)
+        );
+        // The header has text (dark pixels) above the first tile.
+        let dark = (0..HEADER)
+            .flat_map(|y| (0..GAP + 160).map(move |x| (x, y)))
+            .filter(|&(x, y)| sheet.get_pixel(x, y).0[0] < 100)
+            .count();
+        assert!(dark > 20, "{dark} dark header pixels");
+        // Depth ticks: near at the top, far at the bottom, in metres.
+        let ticks = depth_ticks(Some((2.0, 7.0)));
+        assert_eq!(ticks[0], (1.0, "2.00 m".to_string()));
+        assert_eq!(ticks[2], (0.0, "7.00 m".to_string()));
     }
 }

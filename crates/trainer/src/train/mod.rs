@@ -53,6 +53,8 @@ pub enum TrainError {
     Figure(Box<glassbox_spectral::SpectralError>),
     #[error(transparent)]
     Page(Box<crate::page::PageError>),
+    #[error(transparent)]
+    Report(Box<crate::report::ReportError>),
     #[error(
         "step {step}: the {what} is {value}; stopping. The last good checkpoint ({last}) was \
          left untouched"

@@ -393,14 +393,16 @@ impl<'a> Run<'a> {
             })
             .collect();
         let sheet_path = dir.join("contact_sheet.png");
-        report::write_contact_sheet(&sheet_path, &rows)?;
+        report::write_contact_sheet(&sheet_path, &rows)
+            .map_err(|e| TrainError::Report(Box::new(e)))?;
         let mut text = format!(
             "# Run {name}\n\n{steps} steps, {attention} attention, {h}x{w} images, seed {seed}.\n\n\
              Data: {data}.\n\n\
              ## Validation ({images} held-out images)\n\n{table}\n\
              Best median-scaled AbsRel: {best:.4}.\n\n\
              Columns of contact_sheet.png: input | prediction (median-scaled) | ground truth | \
-             relative error (0 blue .. 0.5 red).\nloss_curve.png (and .svg): training loss (raw and \
+             relative error (0 blue .. 0.5 red); depth colours span each row's ground-truth \
+             range (near red, far blue), shown by the bar beside the row in metres.\nloss_curve.png (and .svg): training loss (raw and \
              20-step moving average, log scale), validation AbsRel against the constant baseline, \
              and validation δ1, over optimiser steps.\nindex.html: this report with every figure \
              of the run.\n",
