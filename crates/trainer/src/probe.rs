@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use glassbox_attention::{AttentionError, AttentionMaps};
-use glassbox_data::colormap::{rgb_image, tile};
+use glassbox_data::colormap::rgb_image;
 use glassbox_encoder::EncoderOutput;
 use glassbox_spectral::{
     ATTENTION_DIR, HeadIndicators, HeadInput, Indicators, LayerIndicators, SIGMA_FILE,
@@ -42,7 +42,7 @@ use thiserror::Error;
 use glassbox_data::sample::derive_seed;
 use glassbox_dpt::{Dpt, DptError};
 
-use crate::report::overlay;
+use crate::report::{TitledGrid, overlay};
 use crate::tensor::to_array;
 
 /// Standard deviation of the input and sigma noise of the robustness indicator (`docs/spectral.md`: 0.01).
@@ -70,6 +70,8 @@ pub enum ProbeError {
     Images { shape: Vec<i64> },
     #[error("attention maps of layer {layer}: {message}")]
     Maps { layer: usize, message: String },
+    #[error(transparent)]
+    Figure(#[from] Box<crate::report::ReportError>),
 }
 
 /// How the robustness noise is drawn; the defaults are `docs/spectral.md`'s.
@@ -156,7 +158,13 @@ impl Probe {
             let (clean, grid) = forward_maps(model, &image)?;
             timing.forward += start.elapsed();
             if overlays.is_none() {
-                overlays = Some(attention_overlays(&image, &clean, grid, &QUERY_POINTS)?);
+                overlays = Some(attention_overlays(
+                    &image,
+                    &clean,
+                    grid,
+                    &QUERY_POINTS,
+                    step,
+                )?);
             }
             per_image.push(self.indicators(model, &image, b as u64, clean, &mut timing)?);
         }
@@ -453,6 +461,7 @@ fn attention_overlays(
     maps: &[AttentionMaps],
     (gh, gw): (usize, usize),
     points: &[(f64, f64)],
+    step: u64,
 ) -> Result<RgbImage, ProbeError> {
     let rgb = to_array(&image.f_get(0)?)
         .into_dimensionality::<Ix3>()
@@ -462,6 +471,7 @@ fn attention_overlays(
         })?;
     let base = rgb_image(rgb.view());
     let mut rows: Vec<Vec<RgbImage>> = points.iter().map(|_| Vec::new()).collect();
+    let mut row_titles = Vec::with_capacity(points.len());
     for (layer, map) in maps.iter().enumerate() {
         // Mean over heads: H x N x N -> N x N.
         let mean = to_array(
@@ -483,12 +493,34 @@ fn attention_overlays(
             let (r, c) = patch_at(*py, *px, gh, gw);
             if layer == 0 {
                 row.push(mark_patch(&base, r, c, gh, gw));
+                row_titles.push(format!(
+                    "query token {} (patch {}, {})",
+                    prefix + r * gw + c,
+                    r + 1,
+                    c + 1
+                ));
             }
             let heat = patch_heat(mean.row(prefix + r * gw + c), (gh, gw));
             row.push(overlay(&base, heat.view(), 0.6));
         }
     }
-    Ok(tile(&rows, 2))
+    // Layers are numbered from 1, as in the logs, the hooks and `--attention-layer`.
+    let column_titles: Vec<String> = std::iter::once("query patch (white frame)".to_string())
+        .chain((1..=maps.len()).map(|l| format!("layer {l}")))
+        .collect();
+    let title = format!(
+        "step {step}: attention of the framed query patch over the patches, mean over heads"
+    );
+    Ok(TitledGrid {
+        title: &title,
+        column_titles: &column_titles,
+        row_titles: &row_titles,
+        rows: &rows,
+        min_tile: 96,
+        bar: ("weight / row max", "1", "0"),
+    }
+    .render()
+    .map_err(Box::new)?)
 }
 
 /// How many prefix tokens (CLS) come before the gh x gw patch tokens among `tokens`, if the

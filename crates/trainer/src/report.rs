@@ -249,17 +249,13 @@ pub fn write_contact_sheet(path: &Path, rows: &[ContactRow]) -> Result<(), Repor
     for (r, row) in rows.iter().enumerate() {
         let y0 = HEADER + r as u32 * (ch + GAP);
         for (c, tile) in row.tiles.iter().enumerate() {
-            let x0 = GAP + c as u32 * (cw + GAP);
-            for (x, y, p) in tile.enumerate_pixels() {
-                for dy in 0..k {
-                    for dx in 0..k {
-                        let (px, py) = (x0 + x * k + dx, y0 + y * k + dy);
-                        if px < width && py < height {
-                            sheet.put_pixel(px, py, *p);
-                        }
-                    }
-                }
-            }
+            let big = image::imageops::resize(tile, cw, ch, image::imageops::FilterType::Nearest);
+            image::imageops::replace(
+                &mut sheet,
+                &big,
+                (GAP + c as u32 * (cw + GAP)).into(),
+                y0.into(),
+            );
         }
         // Bars: the top is the near end (red) and the bottom the far end, as in the tiles.
         for (b, ticks) in [depth_ticks(row.depth_range), error_ticks()]
@@ -319,6 +315,108 @@ fn error_ticks() -> Vec<(f32, String)> {
         (0.5, format!("{}", ERROR_SCALE / 2.0)),
         (0.0, "0".into()),
     ]
+}
+
+/// A grid of pictures with a title, column titles and row titles, the tiles enlarged by a whole
+/// factor to at least `min_tile` pixels, and a colour bar for the values the tiles show
+/// (`bar`: its title and the labels of its top and bottom, turbo from blue to red).
+pub struct TitledGrid<'a> {
+    pub title: &'a str,
+    pub column_titles: &'a [String],
+    pub row_titles: &'a [String],
+    pub rows: &'a [Vec<RgbImage>],
+    pub min_tile: u32,
+    pub bar: (&'a str, &'a str, &'a str),
+}
+
+impl TitledGrid<'_> {
+    /// Composes the grid (text with the embedded font).
+    pub fn render(&self) -> Result<RgbImage, ReportError> {
+        const TITLE: u32 = 26;
+        const ROW_LABELS: u32 = 150;
+        let (tw, th) = self
+            .rows
+            .iter()
+            .flatten()
+            .next()
+            .map_or((1, 1), |t| (t.width(), t.height()));
+        let k = self.min_tile.div_ceil(tw.min(th).max(1)).max(1);
+        let (cw, ch) = (tw * k, th * k);
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0) as u32;
+        let bar_x = ROW_LABELS + cols * (cw + GAP);
+        // The bar's title is wider than its tick labels.
+        let width = bar_x + BAR + BAR_LABELS + 50;
+        let height = TITLE + HEADER + self.rows.len().max(1) as u32 * (ch + GAP);
+        let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+        let label = |text: &str, x: u32, y: u32, size: f64, anchor| TextLabel {
+            text: text.to_string(),
+            x: x as i32,
+            y: y as i32,
+            size,
+            anchor,
+            color: (20, 20, 20),
+        };
+        let mut labels = vec![label(self.title, GAP, TITLE / 2, 14.0, TextAnchor::Left)];
+        for (c, title) in self.column_titles.iter().enumerate() {
+            let x = ROW_LABELS + c as u32 * (cw + GAP) + cw / 2;
+            labels.push(label(
+                title,
+                x,
+                TITLE + HEADER / 2,
+                12.0,
+                TextAnchor::Center,
+            ));
+        }
+        let top = TITLE + HEADER;
+        for (r, row) in self.rows.iter().enumerate() {
+            let y0 = top + r as u32 * (ch + GAP);
+            if let Some(title) = self.row_titles.get(r) {
+                labels.push(label(title, GAP, y0 + ch / 2, 12.0, TextAnchor::Left));
+            }
+            for (c, tile) in row.iter().enumerate() {
+                let big =
+                    image::imageops::resize(tile, cw, ch, image::imageops::FilterType::Nearest);
+                image::imageops::replace(
+                    &mut sheet,
+                    &big,
+                    (ROW_LABELS + c as u32 * (cw + GAP)).into(),
+                    y0.into(),
+                );
+            }
+        }
+        let (bar_title, high, low) = self.bar;
+        labels.push(label(
+            bar_title,
+            bar_x,
+            TITLE + HEADER / 2,
+            12.0,
+            TextAnchor::Left,
+        ));
+        for y in 0..ch {
+            let t = 1.0 - y as f32 / (ch - 1).max(1) as f32;
+            for x in 0..BAR {
+                sheet.put_pixel(bar_x + x, top + y, Rgb(turbo(t)));
+            }
+        }
+        labels.push(label(
+            high,
+            bar_x + BAR + 4,
+            top + 6,
+            11.0,
+            TextAnchor::Left,
+        ));
+        labels.push(label(
+            low,
+            bar_x + BAR + 4,
+            top + ch - 6,
+            11.0,
+            TextAnchor::Left,
+        ));
+        let (w, h) = sheet.dimensions();
+        let mut raw = sheet.into_raw();
+        draw_labels(&mut raw, (w, h), &labels)?;
+        Ok(RgbImage::from_raw(w, h, raw).expect("the buffer keeps its size"))
+    }
 }
 
 /// What can stop a report picture: its text or its file.

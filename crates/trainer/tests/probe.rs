@@ -155,12 +155,19 @@ fn probe_output_extends_the_run_logs_and_writes_overlays() {
     assert_eq!(sigma[1].layers[0].len(), 3);
     assert_eq!(sigma[1].layers[0][0].len(), 64, "ViT-Tiny head width");
     let png = image::open(dir.path().join(ATTENTION_DIR).join("step_000005.png")).unwrap();
-    // One row per query point, input + one overlay per layer, 2-pixel gaps.
-    assert_eq!(
-        png.width(),
-        (LAYERS as u32 + 1) * 64 + (LAYERS as u32 + 2) * 2
-    );
-    assert_eq!(png.height(), 3 * 48 + 4 * 2);
+    // One row per query point: the input and one overlay per layer, 48 x 64 tiles enlarged 2x
+    // (to at least 96 px), 10 px gaps, after a 150 px column of row titles and before the colour
+    // bar (14 px, 62 + 50 px of labels); a 26 px title and a 34 px header above.
+    let cols = LAYERS as u32 + 1;
+    assert_eq!(png.width(), 150 + cols * (128 + 10) + 14 + 62 + 50);
+    assert_eq!(png.height(), 26 + 34 + 3 * (96 + 10));
+    // The title band holds text.
+    let rgb = png.to_rgb8();
+    let dark = (0..26)
+        .flat_map(|y| (0..400).map(move |x| (x, y)))
+        .filter(|&(x, y)| rgb.get_pixel(x, y).0[0] < 100)
+        .count();
+    assert!(dark > 50, "{dark} dark pixels in the title");
 }
 
 #[test]
