@@ -58,6 +58,8 @@ fn default_svda_starts_with_the_logit_spread_of_standard_attention() {
         spread(AttentionKind::SvdaPaper),
     );
     let ratio = ours / standard;
+    // docs/attention.md quotes these (`cargo test -p glassbox-attention --test svda -- --nocapture`).
+    eprintln!("logit spread: standard {standard:.4}, svda {ours:.4}, svda-paper {paper:.4}");
     assert!(
         (0.5..=2.0).contains(&ratio),
         "svda logit spread {ours:.4} vs standard {standard:.4} (ratio {ratio:.3})"

@@ -98,10 +98,7 @@ fn bench(c: &mut Criterion) {
     tch::set_num_threads(n);
     assert_eq!(tch::get_num_threads(), n, "libtorch refused {n} threads");
     for (preset, side, infer_batch, train_batch) in MODELS {
-        tch::manual_seed(0);
-        let config = DptConfig::preset(preset).expect("known preset");
-        let vs = nn::VarStore::new(Device::Cpu);
-        let dpt = Dpt::new(&vs.root(), &config).expect("valid preset");
+        let mut subject = Subject::new(preset, train_batch.is_some());
         let mut group = c.benchmark_group(preset);
         group
             .sample_size(10)
@@ -111,12 +108,7 @@ fn bench(c: &mut Criterion) {
 
         let images = Tensor::randn([infer_batch, 3, side, side], (Kind::Float, Device::Cpu));
         group.bench_function("inference", |b| {
-            b.iter_custom(|iters| {
-                timed(clock, iters, || {
-                    let _depth =
-                        tch::no_grad(|| dpt.disparity_t(&images, false).expect("valid input"));
-                })
-            })
+            b.iter_custom(|iters| timed(clock, iters, || subject.infer(&images)))
         });
 
         if !preset.ends_with("-svda") {
@@ -124,7 +116,9 @@ fn bench(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     timed(clock, iters, || {
                         let _out = tch::no_grad(|| {
-                            dpt.encoder()
+                            subject
+                                .dpt
+                                .encoder()
                                 .forward_t(&images, false)
                                 .expect("valid input")
                         });
@@ -135,19 +129,8 @@ fn bench(c: &mut Criterion) {
 
         if let Some(batch) = train_batch {
             let images = Tensor::randn([batch, 3, side, side], (Kind::Float, Device::Cpu));
-            let mut opt = nn::Adam::default().build(&vs, 1e-4).expect("Adam");
             group.bench_function("train_step", |b| {
-                b.iter_custom(|iters| {
-                    timed(clock, iters, || {
-                        let loss = dpt
-                            .disparity_t(&images, true)
-                            .expect("valid input")
-                            .mean(Kind::Float);
-                        opt.zero_grad();
-                        loss.backward();
-                        opt.step();
-                    })
-                })
+                b.iter_custom(|iters| timed(clock, iters, || subject.train_step(&images)))
             });
         }
         group.finish();
@@ -185,7 +168,8 @@ const PAIRED: [(&str, &str, &str, i64, i64, bool); 3] = [
     ),
 ];
 
-/// One model ready to be called: inference or a whole Adam train step.
+/// One random-init model of a preset (seed 0), called as inference or as a whole Adam train
+/// step: what both the criterion cases and the paired measurement time.
 struct Subject {
     _vs: nn::VarStore,
     dpt: Dpt,
@@ -193,6 +177,7 @@ struct Subject {
 }
 
 impl Subject {
+    /// `train`: with an Adam(1e-4) optimiser for [`Subject::train_step`].
     fn new(preset: &str, train: bool) -> Self {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -205,22 +190,29 @@ impl Subject {
         Self { _vs: vs, dpt, opt }
     }
 
+    /// Eval mode under `no_grad`, one forward.
+    fn infer(&self, images: &Tensor) {
+        let _depth = tch::no_grad(|| self.dpt.disparity_t(images, false).expect("valid input"));
+    }
+
+    /// Train mode: forward, loss = mean(depth), zero_grad, backward, Adam step.
+    fn train_step(&mut self, images: &Tensor) {
+        let opt = self.opt.as_mut().expect("built with train = true");
+        let loss = self
+            .dpt
+            .disparity_t(images, true)
+            .expect("valid input")
+            .mean(Kind::Float);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+    }
+
     fn call(&mut self, images: &Tensor) {
-        match &mut self.opt {
-            None => {
-                let _depth =
-                    tch::no_grad(|| self.dpt.disparity_t(images, false).expect("valid input"));
-            }
-            Some(opt) => {
-                let loss = self
-                    .dpt
-                    .disparity_t(images, true)
-                    .expect("valid input")
-                    .mean(Kind::Float);
-                opt.zero_grad();
-                loss.backward();
-                opt.step();
-            }
+        if self.opt.is_some() {
+            self.train_step(images);
+        } else {
+            self.infer(images);
         }
     }
 }

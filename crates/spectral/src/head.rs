@@ -312,11 +312,6 @@ impl Indicator {
         all
     };
 
-    /// Whether this is one of the SVDA reference code's forms.
-    pub fn is_paper_form(self) -> bool {
-        Self::PAPER.contains(&self)
-    }
-
     /// The JSON field name, also a plot label.
     pub fn name(self) -> &'static str {
         match self {

@@ -118,39 +118,9 @@ pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
             run.last().step,
             escape(&run.dir.display().to_string())
         );
-        html.push_str("<h3>Indicators over training (mean over heads, one line per layer)</h3>\n");
-        figures.extend(plot::indicators_over_steps(
-            &run.label,
-            &run.records,
-            &dir.join("indicators_over_steps"),
-        )?);
-        html.push_str(&figure_html(&format!(
-            "{}/indicators_over_steps",
-            run.label
-        )));
-        if let Some(spectra) = run.sigma.last() {
-            html.push_str("<h3>sigma spectra (sorted |sigma| per head, last probe)</h3>\n");
-            figures.extend(plot::sigma_spectra(
-                &run.label,
-                spectra,
-                &dir.join("sigma_spectra"),
-            )?);
-            html.push_str(&figure_html(&format!("{}/sigma_spectra", run.label)));
-        }
-        if let Some(src) = &run.overlays {
-            let dst = dir.join("attention.png");
-            std::fs::copy(src, &dst).map_err(|source| SpectralError::File {
-                path: src.clone(),
-                source,
-            })?;
-            let _ = writeln!(
-                html,
-                "<h3>Attention of three query patches (white frame), mean over heads; input \
-                 on the left, then layers 1 to L ({})</h3>\n<img src=\"{label}/attention.png\" style=\"max-width:100%\">",
-                escape(&src.file_name().unwrap_or_default().to_string_lossy())
-            );
-            figures.push(dst);
-        }
+        let (section, drawn) = run_section(run, &dir, &run.label)?;
+        html.push_str(&section);
+        figures.extend(drawn);
         let _ = writeln!(
             html,
             "<h3>Per layer, last probe (step {})</h3>\n<pre>{}</pre>",
@@ -173,6 +143,48 @@ pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
     Ok(Report { index, figures })
 }
 
+/// The figures of one run, drawn into `dir`, as HTML whose links start with `href` (the path
+/// of `dir` relative to the page): the indicators over training, the sigma spectra (SVDA runs)
+/// and a copy of the last attention overlay. Shared by [`render`] and the page every training run
+/// writes, so both show a run the same way.
+pub fn run_section(run: &RunLogs, dir: &Path, href: &str) -> Result<(String, Vec<PathBuf>)> {
+    let mut html = String::new();
+    let mut figures = Vec::new();
+    html.push_str("<h3>Indicators over training (mean over heads, one line per layer)</h3>\n");
+    figures.extend(plot::indicators_over_steps(
+        &run.label,
+        &run.records,
+        &dir.join("indicators_over_steps"),
+    )?);
+    html.push_str(&figure_html(&format!("{href}/indicators_over_steps")));
+    if let Some(spectra) = run.sigma.last() {
+        html.push_str("<h3>sigma spectra (sorted |sigma| per head, last probe)</h3>\n");
+        figures.extend(plot::sigma_spectra(
+            &run.label,
+            spectra,
+            &dir.join("sigma_spectra"),
+        )?);
+        html.push_str(&figure_html(&format!("{href}/sigma_spectra")));
+    }
+    if let Some(src) = &run.overlays {
+        let dst = dir.join("attention.png");
+        std::fs::copy(src, &dst).map_err(|source| SpectralError::File {
+            path: src.clone(),
+            source,
+        })?;
+        let _ = writeln!(
+            html,
+            "<h3>Attention of three query patches (white frame), mean over heads; input \
+             on the left, then layers 1 to L ({})</h3>\n<img src=\"{}/attention.png\" \
+             style=\"max-width:100%\">",
+            escape(&src.file_name().unwrap_or_default().to_string_lossy()),
+            escape(href)
+        );
+        figures.push(dst);
+    }
+    Ok((html, figures))
+}
+
 /// A figure of [`crate::plot`] (`<stem>.png` shown inline, linking to `<stem>.svg`) as HTML,
 /// `stem` relative to the page.
 pub fn figure_html(stem: &str) -> String {
@@ -183,7 +195,7 @@ pub fn figure_html(stem: &str) -> String {
 }
 
 /// The PNG in `dir` whose name sorts last (`step_NNNNNN.png`: the last probe's overlay).
-pub fn last_png(dir: &Path) -> Option<PathBuf> {
+fn last_png(dir: &Path) -> Option<PathBuf> {
     let mut pngs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))

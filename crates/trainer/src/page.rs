@@ -7,13 +7,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use glassbox_spectral::report::{escape, figure_html, last_png};
-use glassbox_spectral::{
-    ATTENTION_DIR, SIGMA_FILE, SPECTRAL_FILE, SpectralError, plot, read_sigma_log,
-    read_spectral_log,
-};
+use glassbox_spectral::report::{RunLogs, escape, figure_html, run_section};
+use glassbox_spectral::{SPECTRAL_FILE, SpectralError, plot};
 
-use crate::fs::{FileError, file_error, write_atomic};
+use crate::fs::{FileError, write_atomic};
 
 /// Where a run page's own figures go, inside the run folder.
 pub const FIGURES_DIR: &str = "figures";
@@ -73,56 +70,35 @@ pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
     Ok(index)
 }
 
-/// The spectral figures of the run, drawn into `figures/`; empty when the run logged no probe.
+/// The spectral figures of the run, drawn into `figures/`: its depth profile, then the per-run
+/// section of the spectral report (`glassbox_spectral::report::run_section`). Empty when the run
+/// logged no probe.
 fn spectral_section(dir: &Path) -> Result<String, PageError> {
-    let Ok(mut records) = read_spectral_log(&dir.join(SPECTRAL_FILE)) else {
+    if !dir.join(SPECTRAL_FILE).is_file() {
         return Ok(String::new());
-    };
-    records.sort_by_key(|r| r.step);
-    let Some(last) = records.last() else {
-        return Ok(String::new());
+    }
+    let run = match RunLogs::read(dir) {
+        Ok(run) => run,
+        Err(SpectralError::NothingToPlot { .. }) => return Ok(String::new()),
+        Err(e) => return Err(e.into()),
     };
     let figures = dir.join(FIGURES_DIR);
-    std::fs::create_dir_all(&figures).map_err(file_error("create", &figures))?;
-    let name = dir
-        .file_name()
-        .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    let last = run.last();
     let mut html = format!(
         "<h2>Attention, read through the spectral indicators</h2>\n<p>{} probes, steps {} to {}. \
          Definitions: <code>docs/spectral.md</code>. Grey lines: the value for perfectly uniform \
          attention.</p>\n<h3>By depth, last probe (step {})</h3>\n",
-        records.len(),
-        records[0].step,
+        run.records.len(),
+        run.records[0].step,
         last.step,
         last.step
     );
-    plot::depth_profiles(&[(name.clone(), last)], &figures.join("depth_profiles"))?;
+    plot::depth_profiles(
+        &[(run.label.clone(), last)],
+        &figures.join("depth_profiles"),
+    )?;
     html.push_str(&figure_html(&format!("{FIGURES_DIR}/depth_profiles")));
-    html.push_str("<h3>Over training (mean over heads, one line per layer)</h3>\n");
-    plot::indicators_over_steps(&name, &records, &figures.join("indicators_over_steps"))?;
-    html.push_str(&figure_html(&format!(
-        "{FIGURES_DIR}/indicators_over_steps"
-    )));
-    let sigma_path = dir.join(SIGMA_FILE);
-    if sigma_path.is_file() {
-        let mut spectra = read_sigma_log(&sigma_path)?;
-        spectra.sort_by_key(|s| s.step);
-        if let Some(spectra) = spectra.last() {
-            html.push_str("<h3>SVDA's sigma (sorted |sigma| per head, last probe)</h3>\n");
-            plot::sigma_spectra(&name, spectra, &figures.join("sigma_spectra"))?;
-            html.push_str(&figure_html(&format!("{FIGURES_DIR}/sigma_spectra")));
-        }
-    }
-    if let Some(overlay) = last_png(&dir.join(ATTENTION_DIR)) {
-        let file = overlay.file_name().unwrap_or_default().to_string_lossy();
-        let _ = writeln!(
-            html,
-            "<h3>Attention maps, last probe</h3>\n<p>Three query patches (white frame), mean \
-             over heads; input on the left, then layers 1 to L.</p>\n<img src=\"{ATTENTION_DIR}/{}\" \
-             alt=\"attention overlays\">",
-            escape(&file)
-        );
-    }
+    html.push_str(&run_section(&run, &figures, FIGURES_DIR)?.0);
     Ok(html)
 }
 

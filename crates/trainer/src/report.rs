@@ -263,34 +263,52 @@ pub fn write_contact_sheet(path: &Path, rows: &[ContactRow]) -> Result<(), Repor
             .enumerate()
         {
             let x0 = bars_x + b as u32 * (BAR + BAR_LABELS + GAP);
-            for y in 0..ch {
-                let t = 1.0 - y as f32 / (ch - 1).max(1) as f32;
-                for x in 0..BAR {
-                    sheet.put_pixel(x0 + x, y0 + y, Rgb(turbo(t)));
-                }
-            }
-            for (t, text) in ticks {
-                let y = y0 + ((1.0 - t) * (ch - 1) as f32).round() as u32;
-                for x in 0..4 {
-                    sheet.put_pixel(x0 + BAR + x, y, Rgb([20, 20, 20]));
-                }
-                labels.push(TextLabel {
-                    size: 11.0,
-                    ..label(
-                        text,
-                        x0 + BAR + 6,
-                        y.clamp(y0 + 6, y0 + ch - 6),
-                        TextAnchor::Left,
-                    )
-                });
-            }
+            colour_bar(&mut sheet, &mut labels, (x0, y0), ch, ticks);
         }
     }
+    Ok(glassbox_data::io::write_png(
+        path,
+        &with_labels(sheet, &labels)?,
+    )?)
+}
+
+/// A vertical turbo bar `height` pixels tall at `(x0, y0)`, red at the top (t = 1) and blue at
+/// the bottom (t = 0), with a tick mark and a label for each `(t, text)`.
+fn colour_bar(
+    sheet: &mut RgbImage,
+    labels: &mut Vec<TextLabel>,
+    (x0, y0): (u32, u32),
+    height: u32,
+    ticks: Vec<(f32, String)>,
+) {
+    for y in 0..height {
+        let t = 1.0 - y as f32 / (height - 1).max(1) as f32;
+        for x in 0..BAR {
+            sheet.put_pixel(x0 + x, y0 + y, Rgb(turbo(t)));
+        }
+    }
+    for (t, text) in ticks {
+        let y = y0 + ((1.0 - t) * (height - 1) as f32).round() as u32;
+        for x in 0..4 {
+            sheet.put_pixel(x0 + BAR + x, y, Rgb([20, 20, 20]));
+        }
+        labels.push(TextLabel {
+            text,
+            x: (x0 + BAR + 6) as i32,
+            y: y.clamp(y0 + 6, (y0 + height).saturating_sub(6)) as i32,
+            size: 11.0,
+            anchor: TextAnchor::Left,
+            color: (20, 20, 20),
+        });
+    }
+}
+
+/// `sheet` with `labels` drawn on it in the embedded font.
+fn with_labels(sheet: RgbImage, labels: &[TextLabel]) -> Result<RgbImage, ReportError> {
     let (w, h) = sheet.dimensions();
     let mut raw = sheet.into_raw();
-    draw_labels(&mut raw, (w, h), &labels)?;
-    let sheet = RgbImage::from_raw(w, h, raw).expect("the buffer keeps its size");
-    Ok(glassbox_data::io::write_png(path, &sheet)?)
+    draw_labels(&mut raw, (w, h), labels)?;
+    Ok(RgbImage::from_raw(w, h, raw).expect("the buffer keeps its size"))
 }
 
 /// Tick positions (0 = far/bottom .. 1 = near/top) and labels of a depth bar: the colours are
@@ -392,30 +410,14 @@ impl TitledGrid<'_> {
             12.0,
             TextAnchor::Left,
         ));
-        for y in 0..ch {
-            let t = 1.0 - y as f32 / (ch - 1).max(1) as f32;
-            for x in 0..BAR {
-                sheet.put_pixel(bar_x + x, top + y, Rgb(turbo(t)));
-            }
-        }
-        labels.push(label(
-            high,
-            bar_x + BAR + 4,
-            top + 6,
-            11.0,
-            TextAnchor::Left,
-        ));
-        labels.push(label(
-            low,
-            bar_x + BAR + 4,
-            top + ch - 6,
-            11.0,
-            TextAnchor::Left,
-        ));
-        let (w, h) = sheet.dimensions();
-        let mut raw = sheet.into_raw();
-        draw_labels(&mut raw, (w, h), &labels)?;
-        Ok(RgbImage::from_raw(w, h, raw).expect("the buffer keeps its size"))
+        colour_bar(
+            &mut sheet,
+            &mut labels,
+            (bar_x, top),
+            ch,
+            vec![(1.0, high.to_string()), (0.0, low.to_string())],
+        );
+        with_labels(sheet, &labels)
     }
 }
 

@@ -260,17 +260,30 @@ fn a_few_steps_train_on_a_gen_data_nyu_folder_and_on_a_kitti_folder() {
     );
 }
 
-/// The variables of a trainer whose name ends with `suffix`, copied.
-fn variables_ending(trainer: &Trainer, suffix: &str) -> Vec<(String, tch::Tensor)> {
+/// `take` (a copy of the value or of the gradient) of every variable of a trainer whose name
+/// ends with one of `suffixes`, sorted by name.
+fn variables_ending(
+    trainer: &Trainer,
+    suffixes: &[&str],
+    take: fn(&tch::Tensor) -> tch::Tensor,
+) -> Vec<(String, tch::Tensor)> {
     let mut vars: Vec<(String, tch::Tensor)> = trainer
         .vs
         .variables()
         .into_iter()
-        .filter(|(name, _)| name.ends_with(suffix))
-        .map(|(name, t)| (name, t.detach().copy()))
+        .filter(|(name, _)| suffixes.iter().any(|s| name.ends_with(s)))
+        .map(|(name, t)| (name, take(&t)))
         .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
+}
+
+fn value(t: &tch::Tensor) -> tch::Tensor {
+    t.detach().copy()
+}
+
+fn gradient(t: &tch::Tensor) -> tch::Tensor {
+    t.grad().copy()
 }
 
 #[test]
@@ -281,17 +294,8 @@ fn svda_paper_penalties_join_the_gradient_but_not_the_logged_loss() {
     config.optim.clip_grad_norm = 0.0;
     config.optim.accumulate = 1;
     let data = data::open(&config).unwrap();
-    let gradients = |trainer: &Trainer| -> Vec<(String, tch::Tensor)> {
-        let mut grads: Vec<(String, tch::Tensor)> = trainer
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(name, _)| name.ends_with("attn.qkv.weight") || name.ends_with("attn.sigma"))
-            .map(|(name, t)| (name, t.grad().copy()))
-            .collect();
-        grads.sort_by(|a, b| a.0.cmp(&b.0));
-        grads
-    };
+    let gradients =
+        |trainer: &Trainer| variables_ending(trainer, &["attn.qkv.weight", "attn.sigma"], gradient);
     let step = |config: &TrainConfig| {
         let mut trainer = Trainer::new(config, Device::Cpu).unwrap();
         let outcome = trainer
@@ -329,12 +333,12 @@ fn the_default_svda_spectrum_steps_at_its_own_learning_rate() {
     config.optim.clip_grad_norm = 0.0;
     let data = data::open(&config).unwrap();
     let mut trainer = Trainer::new(&config, Device::Cpu).unwrap();
-    let before = variables_ending(&trainer, "attn.log_temperature");
+    let before = variables_ending(&trainer, &["attn.log_temperature"], value);
     assert!(!before.is_empty(), "the default svda has a temperature");
     trainer
         .train_step(&mut data.train.train_batches(0), "none")
         .unwrap();
-    let after = variables_ending(&trainer, "attn.log_temperature");
+    let after = variables_ending(&trainer, &["attn.log_temperature"], value);
     // Adam's first step is lr * sign(g) (bias-corrected); the warm-up scales the rate.
     let o = &config.optim;
     let lr = glassbox_attention::DEFAULT_SVDA_LR

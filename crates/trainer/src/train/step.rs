@@ -169,17 +169,6 @@ impl Trainer {
                 let disparity = self.model.disparity_t(&batch.rgb, true)?;
                 let loss = depth_loss(c, &disparity, &batch)? / accumulate as f64;
                 let value = loss.double_value(&[]);
-                // svda-paper's regulariser joins the gradient but not the logged loss, so loss
-                // curves compare across attention kinds.
-                let loss = match self
-                    .model
-                    .encoder()
-                    .penalty()
-                    .map_err(glassbox_dpt::DptError::from)?
-                {
-                    Some(penalty) => loss + penalty / accumulate as f64,
-                    None => loss,
-                };
                 if !value.is_finite() {
                     return Err(TrainError::NonFinite {
                         step: step + 1,
@@ -190,6 +179,16 @@ impl Trainer {
                 }
                 loss.backward();
                 total += value;
+            }
+            // svda-paper's regulariser depends on the weights only: once per update, into the
+            // gradient but not the logged loss, so loss curves compare across attention kinds.
+            if let Some(penalty) = self
+                .model
+                .encoder()
+                .penalty()
+                .map_err(glassbox_dpt::DptError::from)?
+            {
+                penalty.backward();
             }
             Ok(total)
         })?;
