@@ -38,6 +38,20 @@ def small_config(readout: str, num_layers: int, num_heads: int, out_indices: lis
 
 
 @torch.no_grad()
+def scale_by_fan_in(model) -> None:
+    """Fan-in scaled weights (unit-variance activations through the depth) and biases with 0.05 noise.
+
+    HF's N(0, 0.02) weights and zero biases shrink the signal block after block, so that a wrong
+    name or a wrong op could hide behind outputs that barely depend on the input.
+    """
+    for param in model.parameters():
+        if param.dim() > 1:
+            param.copy_(torch.randn_like(param) * (1.0 / param[0].numel() ** 0.5))
+        else:
+            param.add_(torch.randn_like(param) * 0.05)
+
+
+@torch.no_grad()
 def perturb_for_parity(model, run) -> None:
     """Make the depth output positive on ~90% of the pixels and varied.
 
@@ -46,11 +60,7 @@ def perturb_for_parity(model, run) -> None:
     Fan-in scaled weights, noisy biases and a last bias that puts the 10th percentile of the head's
     pre-activation at zero give a map with structure. `run()` performs one forward pass.
     """
-    for param in model.parameters():
-        if param.dim() > 1:
-            param.copy_(torch.randn_like(param) * (1.0 / param[0].numel() ** 0.5))
-        else:
-            param.add_(torch.randn_like(param) * 0.05)
+    scale_by_fan_in(model)
     last = model.head.head[4]
     last.bias.zero_()
     captured = {}

@@ -52,7 +52,7 @@ enum Cmd {
     },
     /// Run an ablation grid, resumable: `cargo xtask ablate` runs the reduced default grid
     /// (standard, svda and svda-paper x 3 readouts x 2 seeds, about 17 min on 2 cores);
-    /// `--grid full|FILE` any other.
+    /// `--grid full|segmentation|FILE` any other.
     Ablate {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -62,7 +62,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Spectral figures and index.html of run folders: `cargo xtask report RUN_DIR... [--out DIR]`.
+    /// Comparison page of run folders (tables, curves, spectral figures): `cargo xtask report
+    /// RUN_DIR... [--out DIR]`.
     Report {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,

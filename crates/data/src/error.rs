@@ -82,6 +82,19 @@ pub enum DataError {
         source: glassbox_metrics::MetricsError,
     },
     /// A configuration value is out of its domain (zero batch size, size not a multiple of 16, ...).
+    #[error(
+        "{path} holds class {class} at row {row}, col {col} (as read, after any dataset remapping), \
+         but the model has {num_classes} classes (0..{num_classes}, {ignore} = ignore)",
+        ignore = crate::IGNORE_LABEL
+    )]
+    LabelOutOfRange {
+        path: PathBuf,
+        class: u8,
+        row: usize,
+        col: usize,
+        num_classes: usize,
+    },
+
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A source was opened but holds no sample; says which source and what was looked for, since

@@ -32,4 +32,4 @@ pub use render::{SceneKind, SyntheticConfig, SyntheticDataset, classes};
 pub use sample::{
     Dataset, IGNORE_LABEL, NORM_MEAN, NORM_STD, Sample, Subset, denormalize, split_last,
 };
-pub use source::{Source, SourceConfig};
+pub use source::{ADE20K_CLASSES, Source, SourceConfig};

@@ -12,9 +12,8 @@ use crate::error::{DataError, Result};
 pub const NORM_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
 /// Per-channel standard deviation of DPT's input normalisation.
 pub const NORM_STD: [f32; 3] = [0.5, 0.5, 0.5];
-/// Label value that losses and metrics ignore: 255, the value PyTorch's loaders, mmseg's ADE20K
-/// reader and glassbox-losses use, so class ids can start at 0 and one constant serves everywhere.
-pub const IGNORE_LABEL: u8 = 255;
+/// Label value that losses and metrics ignore (255), defined once in glassbox-metrics.
+pub use glassbox_metrics::IGNORE_LABEL;
 
 /// One training or evaluation example; all maps share the height and width of `rgb`.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,6 +19,9 @@ use crate::readers::{FileDataset, ReaderOptions};
 use crate::render::{LidarConfig, SceneKind, SyntheticConfig, SyntheticDataset};
 use crate::sample::{Dataset, Sample};
 
+/// ADE20K's class count once "other" (0) is the ignore label (SceneParsing's 150 classes).
+pub const ADE20K_CLASSES: usize = 150;
+
 /// One dataset as the training config describes it; `kind` selects the variant in TOML, e.g.
 /// `{ kind = "sevenscenes", root = "data/redkitchen", frames = [0, 500] }`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -232,6 +235,17 @@ impl SourceConfig {
             SourceConfig::Folder { .. } => {
                 "rgb/STEM.png|jpg with depth/STEM.png and/or labels/STEM.png".to_string()
             }
+        }
+    }
+
+    /// The class count of a source whose label coding is known: the renderer's classes for
+    /// synthetic scenes, ADE20K's 150; `None` where the labels are whatever the files hold (a
+    /// folder, NYU or KITTI label PNGs), so the run must say.
+    pub fn num_classes(&self) -> Option<usize> {
+        match self {
+            SourceConfig::Synthetic { .. } => Some(crate::render::classes::COUNT),
+            SourceConfig::Ade20k { .. } => Some(ADE20K_CLASSES),
+            _ => None,
         }
     }
 

@@ -98,7 +98,7 @@ fn kitti_kb_crop_is_352x1216_and_garg_crop_masks_the_top() {
             &root,
             ReaderOptions {
                 crop,
-                skip_bad: false,
+                ..ReaderOptions::default()
             },
         )
         .unwrap()

@@ -75,6 +75,41 @@ pub enum DecoderError {
     /// The requested output resolution is empty.
     #[error("{head}: output size must be at least 1 x 1, got {h} x {w}")]
     EmptyOutput { head: &'static str, h: i64, w: i64 },
+
+    /// DEPICT received tokens that are not B x N x D patch tokens of its width, dtype and device.
+    #[error(
+        "DEPICT: expected patch tokens B x N x {hidden_size} with B, N >= 1 ({kind:?} on {device:?}, \
+         readout token dropped), got shape {shape:?} ({got_kind:?} on {got_device:?})"
+    )]
+    DepictTokens {
+        hidden_size: i64,
+        kind: tch::Kind,
+        device: tch::Device,
+        shape: Vec<i64>,
+        got_kind: tch::Kind,
+        got_device: tch::Device,
+    },
+
+    /// DEPICT's patch grid does not hold one token per patch.
+    #[error("DEPICT: a {h} x {w} patch grid needs {expected} tokens, got {got}")]
+    DepictGrid {
+        h: i64,
+        w: i64,
+        expected: i64,
+        got: i64,
+    },
+
+    /// A DEPICT layer index past the last projection.
+    #[error("DEPICT: layer {layer} does not exist; the decoder has {layers} projections")]
+    DepictLayer { layer: usize, layers: usize },
+
+    /// A white-box measure received a tensor or a parameter it is not defined for.
+    #[error("{measure}: expected {expected}, got {got}")]
+    MeasureInput {
+        measure: &'static str,
+        expected: &'static str,
+        got: String,
+    },
 }
 
 /// Result alias of this crate.

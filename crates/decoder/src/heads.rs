@@ -84,6 +84,65 @@ impl DepthHead {
     }
 }
 
+/// Which fusion output the auxiliary head reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuxiliaryInput {
+    /// The second-to-last fusion output, as the DPT paper supervises an intermediate level.
+    #[default]
+    Penultimate,
+    /// The last fusion output, the main head's own input: what HF `DPTForSemanticSegmentation`
+    /// (transformers 4.57.1) does, so imported HF models reproduce their auxiliary logits.
+    Last,
+}
+
+/// What turns encoder tokens into class logits: DPT's Reassemble + fusion + this head, or the
+/// DEPICT white-box decoder on the last encoder block's tokens (`docs/architecture.md`, DEPICT).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SegmentationDecoder {
+    /// Reassemble, RefineNet fusion and the convolutional segmentation head.
+    #[default]
+    Dpt,
+    /// DEPICT with self-attention over image and class tokens jointly (the reference default).
+    DepictSa,
+    /// DEPICT with self-attention over image tokens, then cross-attention from the classes.
+    DepictCa,
+}
+
+impl SegmentationDecoder {
+    /// Every decoder, in the order the ablation tables list them.
+    pub const ALL: [SegmentationDecoder; 3] = [Self::Dpt, Self::DepictSa, Self::DepictCa];
+
+    /// The name used in configs, on the command line and in run names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dpt => "dpt",
+            Self::DepictSa => "depict-sa",
+            Self::DepictCa => "depict-ca",
+        }
+    }
+}
+
+impl std::str::FromStr for SegmentationDecoder {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown decoder {s:?}; expected dpt, depict-sa or depict-ca"))
+    }
+}
+
+fn default_depict_layers() -> usize {
+    3
+}
+
+fn default_depict_heads() -> i64 {
+    3
+}
+
 /// Settings of the segmentation head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,18 +151,49 @@ pub struct SegmentationHeadConfig {
     pub num_classes: i64,
     /// Dropout before the classifier conv (HF `semantic_classifier_dropout`).
     pub dropout: f64,
-    /// Whether to build the auxiliary head on the second-to-last fusion output.
+    /// Whether to build the auxiliary head (DPT decoder only).
     pub auxiliary: bool,
+    /// Which fusion output the auxiliary head reads.
+    #[serde(default)]
+    pub auxiliary_input: AuxiliaryInput,
+    /// DPT's convolutional decoder or DEPICT.
+    #[serde(default)]
+    pub decoder: SegmentationDecoder,
+    /// DEPICT layers (ignored by the DPT decoder).
+    #[serde(default = "default_depict_layers")]
+    pub depict_layers: usize,
+    /// DEPICT attention heads (ignored by the DPT decoder).
+    #[serde(default = "default_depict_heads")]
+    pub depict_heads: i64,
 }
 
 impl SegmentationHeadConfig {
-    /// The DPT paper's defaults (`docs/architecture.md`): dropout 0.1 and an auxiliary head.
+    /// The DPT paper's defaults (`docs/architecture.md`): dropout 0.1 and an auxiliary head on
+    /// the penultimate fusion output; DEPICT's reference sizes (3 layers, 3 heads) when chosen.
     pub fn new(num_classes: i64) -> Self {
         Self {
             num_classes,
             dropout: 0.1,
             auxiliary: true,
+            auxiliary_input: AuxiliaryInput::Penultimate,
+            decoder: SegmentationDecoder::Dpt,
+            depict_layers: default_depict_layers(),
+            depict_heads: default_depict_heads(),
         }
+    }
+
+    /// The DEPICT decoder this head config asks for, `None` for DPT's convolutional head.
+    pub fn depict(&self) -> Option<crate::DepictConfig> {
+        let variant = match self.decoder {
+            SegmentationDecoder::Dpt => return None,
+            SegmentationDecoder::DepictSa => crate::DepictVariant::Sa,
+            SegmentationDecoder::DepictCa => crate::DepictVariant::Ca,
+        };
+        Some(crate::DepictConfig {
+            num_layers: self.depict_layers,
+            num_heads: self.depict_heads,
+            ..crate::DepictConfig::new(variant, self.num_classes)
+        })
     }
 }
 
@@ -211,6 +301,7 @@ pub struct SegmentationOutput {
 pub struct SegmentationHead {
     body: Classifier,
     auxiliary: Option<AuxiliaryHead>,
+    auxiliary_input: AuxiliaryInput,
 }
 
 impl SegmentationHead {
@@ -223,19 +314,27 @@ impl SegmentationHead {
         } else {
             None
         };
-        Ok(Self { body, auxiliary })
+        Ok(Self {
+            body,
+            auxiliary,
+            auxiliary_input: cfg.auxiliary_input,
+        })
     }
 
     /// `levels` are the decoder's fusion outputs (`Decoder::forward_levels`): the main head reads the
     /// last (finest) and ends with bilinear x2 (align_corners = true, as HF); the auxiliary head reads
-    /// the second-to-last (`docs/architecture.md`; HF 4.57.1 feeds it the last level instead).
+    /// the second-to-last by default (`docs/architecture.md`), or the last with
+    /// [`AuxiliaryInput::Last`] as HF 4.57.1 does.
     pub fn forward(
         &self,
         levels: &[Tensor],
         image_size: Option<(i64, i64)>,
         train: bool,
     ) -> Result<SegmentationOutput> {
-        let needed = if self.auxiliary.is_some() { 2 } else { 1 };
+        let needed = match (&self.auxiliary, self.auxiliary_input) {
+            (Some(_), AuxiliaryInput::Penultimate) => 2,
+            _ => 1,
+        };
         if levels.len() < needed {
             return Err(DecoderError::FusionLevels {
                 head: "segmentation head",
@@ -252,7 +351,11 @@ impl SegmentationHead {
             None => None,
             Some(aux) => {
                 let size = image_size.or_else(|| Some((logits.size()[2], logits.size()[3])));
-                Some(aux.forward(&levels[levels.len() - 2], size, train)?)
+                let level = match self.auxiliary_input {
+                    AuxiliaryInput::Penultimate => &levels[levels.len() - 2],
+                    AuxiliaryInput::Last => finest,
+                };
+                Some(aux.forward(level, size, train)?)
             }
         };
         Ok(SegmentationOutput { logits, auxiliary })
@@ -338,9 +441,9 @@ mod tests {
     fn dropout_acts_only_in_training() {
         let vs = VarStore::new(Device::Cpu);
         let cfg = SegmentationHeadConfig {
-            num_classes: 3,
             dropout: 0.5,
             auxiliary: false,
+            ..SegmentationHeadConfig::new(3)
         };
         let head = SegmentationHead::new(&vs.root(), 8, &cfg).unwrap();
         let levels = [features(1, 8, 6, 6)];

@@ -6,6 +6,14 @@
 //! [`AuxiliaryHead`]). The trainer composes Encoder + Decoder + head; [`checkpoint`] loads weights by
 //! name into any `VarStore`.
 //!
+//! [`Depict`] is the alternative segmentation decoder: DEPICT (Wen & Li, NeurIPS 2024), a white-box
+//! decoder whose layers are gradient steps on a coding rate, each with one projection shared by
+//! query, key, value and output. It reads the last block's patch tokens directly (no Reassemble or
+//! fusion) and reports white-box diagnostics ([`DepictDiagnostics`]: orthogonality of the
+//! projections and class embeddings, coding-rate ratios), so training can be watched, not only
+//! scored. Variables live under the path given to [`Depict::new`]; `class_embed` must be excluded
+//! from weight decay.
+//!
 //! # Variable names (equal to HF `DPTForDepthEstimation` / `DPTForSemanticSegmentation`)
 //!
 //! Build every part on the model root path; names then equal the HF checkpoint's (transformers
@@ -43,12 +51,14 @@
 //! - Odd grids make HF's fused maps larger than half the input; the heads take an optional image
 //!   size and then resize their output bilinearly (align_corners = false) to exactly B x H x W.
 //! - The auxiliary head reads the second-to-last fusion output (`docs/architecture.md` and the DPT paper's
-//!   segmentation setup); HF 4.57.1 feeds it `hidden_states[-1]`, the same level as the main head.
+//!   segmentation setup); HF 4.57.1 feeds it `hidden_states[-1]`, the same level as the main head,
+//!   which `auxiliary_input = "last"` ([`AuxiliaryInput::Last`]) reproduces exactly.
 //!   Its logits are resized (align_corners = false, as HF before its loss) to the main logits' size.
 
 pub mod checkpoint;
 mod config;
 mod decoder;
+mod depict;
 mod error;
 mod fusion;
 mod heads;
@@ -56,7 +66,12 @@ mod reassemble;
 
 pub use config::{DecoderConfig, NUM_STAGES, Readout};
 pub use decoder::Decoder;
+pub use depict::{
+    CLASS_EMBED_STD, CODING_RATE_EPS, Depict, DepictConfig, DepictDiagnostics, DepictVariant,
+    coding_rate, orthogonality,
+};
 pub use error::{DecoderError, Result};
 pub use heads::{
-    AuxiliaryHead, DepthHead, SegmentationHead, SegmentationHeadConfig, SegmentationOutput,
+    AuxiliaryHead, AuxiliaryInput, DepthHead, SegmentationDecoder, SegmentationHead,
+    SegmentationHeadConfig, SegmentationOutput,
 };

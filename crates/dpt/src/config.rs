@@ -3,7 +3,7 @@
 //! keys, so a misspelled field in a TOML file is an error instead of a silent default.
 
 use glassbox_attention::AttentionKind;
-use glassbox_decoder::{DecoderConfig, Readout, SegmentationHeadConfig};
+use glassbox_decoder::{AuxiliaryInput, DecoderConfig, Readout, SegmentationHeadConfig};
 use glassbox_encoder::VitConfig;
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +112,13 @@ impl DptConfig {
 
     /// Translates an HF `DPTConfig` (its `config.json`) for a plain-ViT DPT, including its
     /// `layer_norm_eps` (often 1e-12, not timm's 1e-6) and 0-based `backbone_out_indices`.
+    ///
+    /// The head follows `architectures`: with `DPTForSemanticSegmentation` it is a segmentation
+    /// head with `num_labels` classes (or as many as `id2label` names, since HF writes only that),
+    /// `semantic_classifier_dropout` and `use_auxiliary_head`, wired as HF 4.57.1 wires it: the
+    /// auxiliary head reads the last fusion output ([`AuxiliaryInput::Last`], not the DPT paper's
+    /// penultimate one), so that an imported HF model reproduces HF's logits exactly. Any other
+    /// `architectures` (or none) gives the depth head.
     pub fn from_hf_config(json: &serde_json::Value) -> Result<Self, DptError> {
         let bad = |field: &str| {
             DptError::InvalidConfig(format!(
@@ -190,10 +197,50 @@ impl DptConfig {
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(false),
         };
+        let segmentation = json
+            .get("architectures")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|v| v.as_str() == Some("DPTForSemanticSegmentation"))
+            });
+        let head = if segmentation {
+            let num_classes = match json.get("num_labels") {
+                Some(n) => n.as_i64().ok_or_else(|| bad("num_labels"))?,
+                None => json
+                    .get("id2label")
+                    .and_then(serde_json::Value::as_object)
+                    .and_then(|m| i64::try_from(m.len()).ok())
+                    .ok_or_else(|| bad("num_labels"))?,
+            };
+            // HF's main head reads `hidden_states[head_in_index]`; ours reads the last level.
+            if let Some(index) = json.get("head_in_index")
+                && !matches!(index.as_i64(), Some(-1 | 3))
+            {
+                return Err(DptError::InvalidConfig(format!(
+                    "HF config: `head_in_index` {index} is not supported (only -1, the last level)"
+                )));
+            }
+            HeadConfig::Segmentation(SegmentationHeadConfig {
+                num_classes,
+                dropout: json
+                    .get("semantic_classifier_dropout")
+                    .and_then(serde_json::Value::as_f64)
+                    .ok_or_else(|| bad("semantic_classifier_dropout"))?,
+                auxiliary: json
+                    .get("use_auxiliary_head")
+                    .and_then(serde_json::Value::as_bool)
+                    .ok_or_else(|| bad("use_auxiliary_head"))?,
+                auxiliary_input: AuxiliaryInput::Last,
+                ..SegmentationHeadConfig::new(num_classes)
+            })
+        } else {
+            HeadConfig::Depth {}
+        };
         let config = Self {
             encoder,
             decoder,
-            head: HeadConfig::Depth {},
+            head,
         };
         config.validate()?;
         Ok(config)
@@ -203,6 +250,11 @@ impl DptConfig {
     pub fn validate(&self) -> Result<(), DptError> {
         self.encoder.validate()?;
         self.decoder.validate()?;
+        if let HeadConfig::Segmentation(seg) = &self.head
+            && let Some(depict) = seg.depict()
+        {
+            depict.validate(self.encoder.hidden_size)?;
+        }
         if self.encoder.hooks.len() != glassbox_decoder::NUM_STAGES {
             return Err(DptError::InvalidConfig(format!(
                 "the decoder reassembles {} hooks, the encoder has {:?}",

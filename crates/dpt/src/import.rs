@@ -1,4 +1,5 @@
-//! Foreign checkpoints into a [`crate::Dpt`]: HF `DPTForDepthEstimation` and timm ViT safetensors.
+//! Foreign checkpoints into a [`crate::Dpt`]: HF `DPTForDepthEstimation` and
+//! `DPTForSemanticSegmentation`, and timm ViT safetensors.
 //! Both go through the encoder's one rename table (`glassbox_encoder::checkpoint`) and the
 //! decoder's strict loader, which reports every missing, unexpected and wrong-shape tensor in one
 //! error and changes nothing when anything fails.
@@ -11,11 +12,13 @@ use tch::{Tensor, nn};
 
 use crate::DptError;
 
-/// Loads an HF `DPTForDepthEstimation` safetensors checkpoint into `vs` (which must hold a model
-/// of the same config). The backbone goes through the encoder's rename table (query/key/value
-/// concatenated into qkv); neck and head names are already ours. Tensors no computation uses
-/// (HF's final ViT norm, its first fusion layer's `residual_layer1`) are skipped and listed in
-/// the report; anything else that does not fit fails with the full list.
+/// Loads an HF `DPTForDepthEstimation` or `DPTForSemanticSegmentation` safetensors checkpoint
+/// into `vs`, which must hold a model of the same config (as [`crate::DptConfig::from_hf_config`]
+/// translates it). The backbone goes through the encoder's rename table (query/key/value
+/// concatenated into qkv); neck and head names (`head.head.*`, `auxiliary_head.head.*`, batch
+/// norms with their running statistics) are already ours. Tensors no computation uses (HF's final
+/// ViT norm, its first fusion layer's `residual_layer1`, batch norms' `num_batches_tracked`) are
+/// skipped and listed in the report; anything else that does not fit fails with the full list.
 pub fn load_hf_dpt(vs: &mut nn::VarStore, path: impl AsRef<Path>) -> Result<LoadReport, DptError> {
     let path = path.as_ref();
     let tensors = read_safetensors(path)?;

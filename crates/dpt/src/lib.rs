@@ -9,7 +9,8 @@
 //! - [`config`]: [`DptConfig`], one serde struct with named presets (`dpt-tiny`, `dpt-base`,
 //!   `dpt-large`, `dpt-test`), each size stated once, and the translation of an HF `config.json`;
 //! - [`model`]: [`Dpt`] with `new(path, config)` and `forward_t`;
-//! - [`import`]: HF `DPTForDepthEstimation` and timm ViT safetensors through one rename table.
+//! - [`import`]: HF `DPTForDepthEstimation` / `DPTForSemanticSegmentation` and timm ViT
+//!   safetensors through one rename table.
 //!
 //! ```no_run
 //! use glassbox_dpt::{Dpt, DptConfig};

@@ -6,7 +6,9 @@
 //! ([`crate::import`]).
 
 use glassbox_attention::AttentionMaps;
-use glassbox_decoder::{Decoder, DepthHead, SegmentationHead, SegmentationOutput};
+use glassbox_decoder::{
+    Decoder, Depict, DepictDiagnostics, DepthHead, SegmentationHead, SegmentationOutput,
+};
 use glassbox_encoder::Encoder;
 use tch::{Tensor, nn};
 
@@ -17,8 +19,10 @@ use crate::config::{DptConfig, HeadConfig};
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Head {
-    Depth(DepthHead),
-    Segmentation(SegmentationHead),
+    Depth(Decoder, DepthHead),
+    Segmentation(Decoder, SegmentationHead),
+    /// DEPICT reads the last encoder block's tokens directly; no Reassemble or fusion is built.
+    Depict(Depict),
 }
 
 /// What a forward pass predicts.
@@ -31,11 +35,12 @@ pub enum DptOutput {
 }
 
 /// A DPT model; its variables live in the `VarStore` whose root was passed to [`Dpt::new`].
+/// With a DEPICT segmentation decoder, the model is the ViT encoder plus DEPICT (variables under
+/// `depict.`), and DPT's Reassemble and fusion are not built.
 #[derive(Debug)]
 pub struct Dpt {
     config: DptConfig,
     encoder: Encoder,
-    decoder: Decoder,
     head: Head,
 }
 
@@ -44,18 +49,26 @@ impl Dpt {
     pub fn new(root: &nn::Path, config: &DptConfig) -> Result<Self, DptError> {
         config.validate()?;
         let encoder = Encoder::new(root / "encoder", &config.encoder)?;
-        let decoder = Decoder::new(root, &config.decoder, config.encoder.hidden_size)?;
+        let d = config.encoder.hidden_size;
         let f = config.decoder.fusion_channels;
-        let head = match &config.head {
-            HeadConfig::Depth {} => Head::Depth(DepthHead::new(root, f)?),
-            HeadConfig::Segmentation(seg) => {
-                Head::Segmentation(SegmentationHead::new(root, f, seg)?)
-            }
+        let depict = match &config.head {
+            HeadConfig::Segmentation(seg) => seg.depict(),
+            HeadConfig::Depth {} => None,
+        };
+        let head = match (&config.head, depict) {
+            (_, Some(depict)) => Head::Depict(Depict::new(&(root / "depict"), d, &depict)?),
+            (HeadConfig::Depth {}, None) => Head::Depth(
+                Decoder::new(root, &config.decoder, d)?,
+                DepthHead::new(root, f)?,
+            ),
+            (HeadConfig::Segmentation(seg), None) => Head::Segmentation(
+                Decoder::new(root, &config.decoder, d)?,
+                SegmentationHead::new(root, f, seg)?,
+            ),
         };
         Ok(Self {
             config: config.clone(),
             encoder,
-            decoder,
             head,
         })
     }
@@ -78,14 +91,44 @@ impl Dpt {
         train: bool,
     ) -> Result<DptOutput, DptError> {
         Ok(match &self.head {
-            Head::Depth(head) => {
-                let features = self.decoder.forward(hooks, grid, train)?;
+            Head::Depict(depict) => {
+                let logits = depict.forward(&last_patch_tokens(hooks)?, grid, size)?;
+                DptOutput::Segmentation(SegmentationOutput {
+                    logits,
+                    auxiliary: None,
+                })
+            }
+            Head::Depth(decoder, head) => {
+                let features = decoder.forward(hooks, grid, train)?;
                 DptOutput::Disparity(head.forward(&features, Some(size))?)
             }
-            Head::Segmentation(head) => {
-                let levels = self.decoder.forward_levels(hooks, grid, train)?;
+            Head::Segmentation(decoder, head) => {
+                let levels = decoder.forward_levels(hooks, grid, train)?;
                 DptOutput::Segmentation(head.forward(&levels, Some(size), train)?)
             }
+        })
+    }
+
+    /// The DEPICT decoder, when the model has one (for its white-box diagnostics and pictures).
+    pub fn depict(&self) -> Option<&Depict> {
+        match &self.head {
+            Head::Depict(depict) => Some(depict),
+            _ => None,
+        }
+    }
+
+    /// DEPICT's white-box diagnostics (`docs/architecture.md`, DEPICT) on the tokens the encoder
+    /// makes of `images` (evaluation mode, no gradient); `None` for other heads.
+    pub fn depict_diagnostics(
+        &self,
+        images: &Tensor,
+    ) -> Result<Option<DepictDiagnostics>, DptError> {
+        let Some(depict) = self.depict() else {
+            return Ok(None);
+        };
+        tch::no_grad(|| {
+            let out = self.encoder.forward_t(images, false)?;
+            Ok(Some(depict.diagnostics(&last_patch_tokens(&out.hooks)?)?))
         })
     }
 
@@ -118,6 +161,15 @@ impl Dpt {
         let prediction = self.decode(&out.hooks, out.grid, image_size(images), false)?;
         Ok((prediction, out.maps))
     }
+}
+
+/// The deepest hooked block's patch tokens B x N x D (readout token dropped): DEPICT's input.
+fn last_patch_tokens(hooks: &[Tensor]) -> Result<Tensor, DptError> {
+    let last = hooks.last().ok_or_else(|| {
+        DptError::InvalidConfig("the encoder returned no hooked block for DEPICT".into())
+    })?;
+    let n = last.size()[1];
+    Ok(last.narrow(1, 1, n - 1))
 }
 
 fn image_size(images: &Tensor) -> (i64, i64) {

@@ -3,8 +3,9 @@
 //! `L = CE(main) + aux_weight * CE(aux)`, each the mean over the pixels that are not ignored.
 //!
 //! Choices where the design is silent:
-//! - The default ignore index is 255, the common convention once ADE20K labels are shifted by one
-//!   ("reduce zero label"); for raw ADE20K label PNGs, where 0 means "other", set it to 0.
+//! - The default ignore index is [`glassbox_metrics::IGNORE_LABEL`] (255), the one constant of every
+//!   crate and the common convention once ADE20K labels are shifted by one ("reduce zero label");
+//!   for raw ADE20K label PNGs, where 0 means "other", set it to 0.
 //! - An optional validity mask marks further pixels as ignored; a batch where every pixel is ignored
 //!   gives 0 (PyTorch's mean reduction would give NaN).
 //! - Logits at ignored pixels are replaced by zeros before the softmax, so NaN or infinite logits
@@ -31,7 +32,7 @@ pub struct SegmentationLoss {
 impl Default for SegmentationLoss {
     fn default() -> Self {
         Self {
-            ignore_index: 255,
+            ignore_index: i64::from(glassbox_metrics::IGNORE_LABEL),
             aux_weight: 0.2,
         }
     }

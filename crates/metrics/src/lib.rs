@@ -9,7 +9,8 @@
 //! - Alignment of relative predictions ([`Alignment`]): median scaling and least-squares
 //!   scale + shift in depth or disparity space, fitted per image on the valid pixels.
 //! - Segmentation: a confusion-matrix [`SegmentationAccumulator`] with an ignore index, giving
-//!   pixel accuracy, per-class IoU (`None` for absent classes) and mIoU.
+//!   pixel accuracy, per-class IoU (`None` for absent classes), mIoU and the majority-class
+//!   baseline; [`IGNORE_LABEL`] is the one ignore label of every crate.
 //!
 //! Decisions where the task was silent:
 //! - The dataset value is the mean of per-image metrics (as BTS / AdaBins / DPT report), so
@@ -66,4 +67,4 @@ pub use crop::{
 };
 pub use depth::{DepthEvalConfig, DepthMetrics, depth_metrics};
 pub use error::{MetricsError, Result};
-pub use segmentation::{Label, SegmentationAccumulator, SegmentationMetrics};
+pub use segmentation::{IGNORE_LABEL, Label, SegmentationAccumulator, SegmentationMetrics};

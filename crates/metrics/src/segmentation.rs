@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MetricsError, Result};
 
+/// Label value that losses, metrics and loaders ignore: 255, the value PyTorch's loaders and
+/// mmseg's ADE20K reader (after "reduce zero label") use, so class ids start at 0. glassbox-data
+/// and glassbox-losses take it from here, so one constant serves every crate.
+pub const IGNORE_LABEL: u8 = 255;
+
 /// An integer class-label type (u8 masks from PNGs, i64 argmax from libtorch, ...).
 pub trait Label: Copy + Send + Sync {
     /// The label as i64; values beyond i64 saturate (and are then out of range).
@@ -121,6 +126,24 @@ impl SegmentationAccumulator {
         }
         self.confusion += &other.confusion;
         Ok(())
+    }
+
+    /// The scores of the majority-class baseline on the same pixels: a constant prediction of
+    /// the ground truth's most frequent class (ties: the lowest id), the segmentation analogue of
+    /// the constant depth baseline. Its pixel accuracy is that class's share and its mIoU that
+    /// share over the number of classes present.
+    pub fn majority_baseline(&self) -> Result<SegmentationMetrics> {
+        let counts: Vec<u64> = self.confusion.rows().into_iter().map(|r| r.sum()).collect();
+        let majority = counts
+            .iter()
+            .enumerate()
+            .max_by(|(a, x), (b, y)| x.cmp(y).then(b.cmp(a)))
+            .map_or(0, |(c, _)| c);
+        let mut constant = Self::new(self.num_classes, self.ignore_index);
+        for (c, n) in counts.into_iter().enumerate() {
+            constant.confusion[[c, majority]] = n;
+        }
+        constant.metrics()
     }
 
     /// Fraction of counted pixels whose prediction equals the ground truth.
@@ -285,6 +308,27 @@ mod tests {
         acc.update(pred.view(), gt.view()).unwrap();
         assert_eq!(acc.iou(), vec![Some(0.75), Some(0.0)]);
         assert_relative_eq!(acc.miou().unwrap(), 0.375);
+    }
+
+    #[test]
+    fn majority_baseline_predicts_the_most_frequent_class_everywhere() {
+        // Ground truth: class 1 on 3 pixels, class 0 on 1, one ignored pixel.
+        let mut acc = SegmentationAccumulator::new(3, Some(i64::from(IGNORE_LABEL)));
+        acc.update(
+            array![[2u8, 2, 0], [0, 0, 0]].view(),
+            array![[1u8, 1, 0], [1, 255, 2]].view(),
+        )
+        .unwrap();
+        let b = acc.majority_baseline().unwrap();
+        // Constant class 1: 3 of 5 counted pixels right; IoU(1) = 3 / 5, IoU(0) = IoU(2) = 0.
+        assert_relative_eq!(b.pixel_accuracy, 0.6);
+        assert_eq!(b.iou, vec![Some(0.0), Some(0.6), Some(0.0)]);
+        assert_relative_eq!(b.miou, 0.2);
+        assert!(
+            SegmentationAccumulator::new(2, None)
+                .majority_baseline()
+                .is_err()
+        );
     }
 
     #[test]

@@ -695,18 +695,27 @@ impl Figure for BarGrid<'_> {
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> std::result::Result<(), String> {
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
         let cols = self.panels.len().clamp(1, 3);
         let rows = self.panels.len().div_ceil(3).max(1);
-        for (panel, area) in self
-            .panels
-            .iter()
-            .zip(root.split_evenly((rows, cols)).iter())
-        {
-            draw_bars(panel, area).map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        draw_in_grid(root, self.panels, (rows, cols), draw_bars)
     }
+}
+
+/// Fills `root` white and draws `panels` row by row into an even `rows` x `cols` grid.
+fn draw_in_grid<DB: DrawingBackend, P>(
+    root: &DrawingArea<DB, Shift>,
+    panels: &[P],
+    (rows, cols): (usize, usize),
+    draw: impl Fn(
+        &P,
+        &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>>,
+) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    for (panel, area) in panels.iter().zip(root.split_evenly((rows, cols)).iter()) {
+        draw(panel, area).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn draw_bars<DB: DrawingBackend>(
@@ -798,6 +807,370 @@ fn format_value(mean: f64, std: f64) -> String {
     }
 }
 
+/// One matrix shown as a heatmap with its own colour bar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatmapPanel {
+    pub title: String,
+    /// The column axis, e.g. "row j of P".
+    pub x_desc: String,
+    /// The row axis, e.g. "row i of P".
+    pub y_desc: String,
+    /// Row-major values, `rows` x `cols` (values.len() == rows * cols).
+    pub rows: usize,
+    pub cols: usize,
+    pub values: Vec<f64>,
+    /// The value range the colours span (e.g. (-1, 1) for cosines); values outside are clamped.
+    pub range: (f64, f64),
+    /// The colour bar's label, e.g. "cosine" or "⟨p_i, p_j⟩".
+    pub value_desc: String,
+}
+
+/// Draws `panels` side by side (`cols` per row) as `<stem>.svg` and `<stem>.png`: each panel a
+/// square-celled heatmap (row 0 at the top, column 0 on the left; tick labels are 0-based row and
+/// column indices) with a title, axis names and a vertical colour bar beside it, labelled with
+/// `value_desc` and 3 to 7 values: `range.0`, `range.1` and round values between them.
+///
+/// A range that straddles 0 (`range.0 < 0 < range.1`) gets a diverging blue-white-red map with
+/// white at 0, full blue at `range.0` and full red at `range.1`, so that the sign of a cosine or
+/// an inner product reads at a glance; any other range gets the sequential viridis map (dark
+/// purple at `range.0` to yellow at `range.1`). Values beyond the range, infinities included,
+/// take the colour of its nearer end. Matrices of a few hundred rows are fine: cells of equal
+/// colour along a row are drawn as one rectangle.
+pub fn heatmap_panels(panels: &[HeatmapPanel], cols: usize, stem: &Path) -> Result<Vec<PathBuf>> {
+    let error = |message: String| SpectralError::Plot {
+        path: stem.to_path_buf(),
+        message,
+    };
+    if panels.is_empty() {
+        return Err(error("there are no heatmap panels to draw".into()));
+    }
+    for p in panels {
+        let (rows, columns, title) = (p.rows, p.cols, &p.title);
+        if rows == 0 || columns == 0 {
+            return Err(error(format!(
+                "heatmap panel {title:?} is an empty {rows} x {columns} matrix"
+            )));
+        }
+        if rows.checked_mul(columns) != Some(p.values.len()) {
+            return Err(error(format!(
+                "heatmap panel {title:?} has {} values for a {rows} x {columns} matrix",
+                p.values.len()
+            )));
+        }
+        let (lo, hi) = p.range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return Err(error(format!(
+                "heatmap panel {title:?} has the colour range ({lo}, {hi}), which must be finite \
+                 and increasing"
+            )));
+        }
+        if let Some(k) = p.values.iter().position(|v| v.is_nan()) {
+            return Err(error(format!(
+                "heatmap panel {title:?} has a NaN at row {}, column {} (0-based)",
+                k / columns,
+                k % columns
+            )));
+        }
+    }
+    render(
+        &HeatmapGrid {
+            panels,
+            cols: cols.max(1),
+        },
+        stem,
+    )
+}
+
+/// Every heatmap panel has the same size, whatever its matrix, so panels side by side line up.
+const HEATMAP_PANEL_SIZE: (u32, u32) = (500, 440);
+
+struct HeatmapGrid<'a> {
+    panels: &'a [HeatmapPanel],
+    cols: usize,
+}
+
+impl Figure for HeatmapGrid<'_> {
+    fn size(&self) -> (u32, u32) {
+        let rows = self.panels.len().div_ceil(self.cols).max(1) as u32;
+        let cols = self.cols.min(self.panels.len()).max(1) as u32;
+        (cols * HEATMAP_PANEL_SIZE.0, rows * HEATMAP_PANEL_SIZE.1)
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), String> {
+        let rows = self.panels.len().div_ceil(self.cols).max(1);
+        let cols = self.cols.min(self.panels.len()).max(1);
+        draw_in_grid(root, self.panels, (rows, cols), draw_heatmap)
+    }
+}
+
+/// Pixel boxes `(x0, y0, x1, y1)` (end exclusive) inside a heatmap panel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HeatmapLayout {
+    /// The matrix cells; cells are square up to rounding.
+    cells: (i32, i32, i32, i32),
+    /// The colour bar's gradient (top row `range.1`, bottom row `range.0`).
+    bar: (i32, i32, i32, i32),
+}
+
+/// Room for the title above the cells, the row and column labels beside and below them, and the
+/// colour bar with its labels on the right.
+const HEATMAP_TITLE: i32 = 34;
+const HEATMAP_LEFT: i32 = 56;
+const HEATMAP_BOTTOM: i32 = 46;
+const HEATMAP_BAR_GAP: i32 = 16;
+const HEATMAP_BAR_WIDTH: i32 = 18;
+const HEATMAP_BAR_LABELS: i32 = 80;
+
+/// Where the cells and the colour bar of a `rows` x `cols` matrix go: the largest square cells
+/// that fit, the cells and their bar centred in the panel, the bar at least 160 px tall so that
+/// a thin matrix still gets a readable scale.
+fn heatmap_layout(rows: usize, cols: usize) -> HeatmapLayout {
+    let (w, h) = (HEATMAP_PANEL_SIZE.0 as i32, HEATMAP_PANEL_SIZE.1 as i32);
+    let avail_w = w - HEATMAP_LEFT - HEATMAP_BAR_GAP - HEATMAP_BAR_WIDTH - HEATMAP_BAR_LABELS - 8;
+    let avail_h = h - HEATMAP_TITLE - HEATMAP_BOTTOM - 8;
+    let cell =
+        (f64::from(avail_w) / cols.max(1) as f64).min(f64::from(avail_h) / rows.max(1) as f64);
+    let cells_w = ((cell * cols as f64).round() as i32).clamp(1, avail_w);
+    let cells_h = ((cell * rows as f64).round() as i32).clamp(1, avail_h);
+    let group = HEATMAP_LEFT + cells_w + HEATMAP_BAR_GAP + HEATMAP_BAR_WIDTH + HEATMAP_BAR_LABELS;
+    let x0 = (w - group) / 2 + HEATMAP_LEFT;
+    let y0 = HEATMAP_TITLE + (avail_h - cells_h) / 2;
+    let bar_h = cells_h.max(160.min(avail_h));
+    let bar_y0 = (y0 + cells_h / 2 - bar_h / 2).max(HEATMAP_TITLE);
+    let bar_x0 = x0 + cells_w + HEATMAP_BAR_GAP;
+    HeatmapLayout {
+        cells: (x0, y0, x0 + cells_w, y0 + cells_h),
+        bar: (bar_x0, bar_y0, bar_x0 + HEATMAP_BAR_WIDTH, bar_y0 + bar_h),
+    }
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    panel: &HeatmapPanel,
+    area: &DrawingArea<DB, Shift>,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (rows, cols) = (panel.rows, panel.cols);
+    let layout = heatmap_layout(rows, cols);
+    let (x0, y0, x1, y1) = layout.cells;
+    let border = RGBColor(120, 120, 120);
+    area.draw(&Text::new(
+        panel.title.as_str(),
+        (HEATMAP_PANEL_SIZE.0 as i32 / 2, 8),
+        ("sans-serif", 16)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Top)),
+    ))?;
+
+    // Cells: pixel edges are rounded once per row and column, so cells tile without gaps; runs of
+    // one colour along a row become one rectangle (a Gram's near-zero background is mostly runs).
+    let edge = |start: i32, len: i32, k: usize, n: usize| {
+        start + (f64::from(len) * k as f64 / n as f64).round() as i32
+    };
+    for i in 0..rows {
+        let (top, bottom) = (edge(y0, y1 - y0, i, rows), edge(y0, y1 - y0, i + 1, rows));
+        let row = &panel.values[i * cols..(i + 1) * cols];
+        let mut j = 0;
+        while j < cols {
+            let color = heat_color(row[j], panel.range);
+            let run = row[j..]
+                .iter()
+                .take_while(|&&v| heat_color(v, panel.range) == color)
+                .count();
+            let (left, right) = (edge(x0, x1 - x0, j, cols), edge(x0, x1 - x0, j + run, cols));
+            area.draw(&Rectangle::new(
+                [(left, top), (right, bottom)],
+                color.filled(),
+            ))?;
+            j += run;
+        }
+    }
+
+    // Axes: a chart over the cells in half-cell units (cell k's centre at 2k + 1, rows counted
+    // downwards as negative y), so ticks sit on cell centres and label indices exactly.
+    let chart_area = area.clone().shrink(
+        (x0 - HEATMAP_LEFT, y0),
+        (HEATMAP_LEFT + x1 - x0, y1 - y0 + HEATMAP_BOTTOM),
+    );
+    let x_ticks: Vec<i32> = index_ticks(cols).map(|k| 2 * k as i32 + 1).collect();
+    let y_ticks: Vec<i32> = index_ticks(rows).map(|k| -(2 * k as i32 + 1)).collect();
+    let mut chart = ChartBuilder::on(&chart_area)
+        .margin(0)
+        .x_label_area_size(HEATMAP_BOTTOM)
+        .y_label_area_size(HEATMAP_LEFT)
+        .build_cartesian_2d(
+            (0..2 * cols as i32).with_key_points(x_ticks),
+            (-2 * rows as i32..0).with_key_points(y_ticks),
+        )?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_label_formatter(&|x| ((x - 1) / 2).to_string())
+        .y_label_formatter(&|y| ((-y - 1) / 2).to_string())
+        .x_desc(panel.x_desc.as_str())
+        .y_desc(panel.y_desc.as_str())
+        .label_style(("sans-serif", 11))
+        .axis_desc_style(("sans-serif", 12))
+        .draw()?;
+    area.draw(&Rectangle::new([(x0 - 1, y0 - 1), (x1, y1)], border))?;
+
+    // Colour bar: one pixel row per value, top row `range.1`, bottom row `range.0`.
+    let (lo, hi) = panel.range;
+    let (bx0, by0, bx1, by1) = layout.bar;
+    let value_at = |y: i32| hi - f64::from(y - by0) / f64::from((by1 - by0 - 1).max(1)) * (hi - lo);
+    let y_of = |v: f64| by0 + ((hi - v) / (hi - lo) * f64::from(by1 - by0 - 1)).round() as i32;
+    let mut y = by0;
+    while y < by1 {
+        let color = heat_color(value_at(y), panel.range);
+        let run = (y..by1)
+            .take_while(|&r| heat_color(value_at(r), panel.range) == color)
+            .count() as i32;
+        area.draw(&Rectangle::new([(bx0, y), (bx1, y + run)], color.filled()))?;
+        y += run;
+    }
+    area.draw(&Rectangle::new([(bx0 - 1, by0 - 1), (bx1, by1)], border))?;
+    let label_style = ("sans-serif", 11)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let mut widest = 0;
+    let (ticks, digits) = bar_ticks(panel.range);
+    for value in ticks {
+        let y = y_of(value);
+        let label = format_tick(value, digits);
+        area.draw(&PathElement::new(vec![(bx1, y), (bx1 + 4, y)], border))?;
+        widest = widest.max(area.estimate_text_size(&label, &label_style)?.0 as i32);
+        area.draw(&Text::new(label, (bx1 + 7, y), label_style.clone()))?;
+    }
+    area.draw(&Text::new(
+        panel.value_desc.as_str(),
+        (bx1 + 7 + widest + 14, (by0 + by1) / 2),
+        ("sans-serif", 12)
+            .into_font()
+            .color(&BLACK)
+            .transform(FontTransform::Rotate270)
+            .pos(Pos::new(HPos::Center, VPos::Center)),
+    ))?;
+    Ok(())
+}
+
+/// 0-based indices to label on an axis of `n` cells: every index up to 8 cells, otherwise
+/// multiples of a round step (1, 2, 5, 10, 20, 25, 50, ...) with at most 8 labels.
+fn index_ticks(n: usize) -> impl Iterator<Item = usize> {
+    let fits = |step: usize| n.saturating_sub(1) / step < 8;
+    let mut scale = 1usize;
+    let step = loop {
+        // 25 * scale / 10 is 2 at scale 1 (already tried) and 25, 250, ... above.
+        let round = [scale, 2 * scale, 25 * scale / 10, 5 * scale];
+        if let Some(step) = round.into_iter().find(|&s| fits(s)) {
+            break step;
+        }
+        scale = scale.saturating_mul(10);
+    };
+    (0..n).step_by(step)
+}
+
+/// The values labelled on a colour bar and their decimals: its two ends and the multiples of a
+/// round step (1, 2, 2.5 or 5 times a power of ten) between them, 0 among them on a diverging
+/// bar; 3 to 7 labels, none crowding an end.
+fn bar_ticks((lo, hi): (f64, f64)) -> (Vec<f64>, usize) {
+    let span = hi - lo;
+    let scale = 10f64.powf((span / 6.0).log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * scale)
+        .find(|&s| s > 0.0 && s.is_finite() && span / s <= 6.0);
+    let Some(step) = step else {
+        // A span too large or too small for f64 steps: the ends and the middle.
+        return (vec![lo, lo / 2.0 + hi / 2.0, hi], tick_digits(span));
+    };
+    let mut ticks = vec![lo];
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    ticks.extend(
+        (first..=last)
+            .map(|k| k as f64 * step)
+            .filter(|&v| v - lo >= 0.4 * step && hi - v >= 0.4 * step),
+    );
+    ticks.push(hi);
+    (ticks, tick_digits(step))
+}
+
+/// A colour bar label with `digits` decimals and no trailing zeros ("0.5", not "0.50"), so the
+/// labels of a (-1, 1) bar read -1, -0.5, 0, 0.5, 1.
+fn format_tick(value: f64, digits: usize) -> String {
+    let text = format!("{value:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text.as_str()
+    };
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
+/// ColorBrewer's RdBu (reversed): blue for negative, near-white at 0, red for positive.
+const DIVERGING: [RGBColor; 7] = [
+    RGBColor(33, 102, 172),
+    RGBColor(103, 169, 207),
+    RGBColor(209, 229, 240),
+    RGBColor(247, 247, 247),
+    RGBColor(253, 219, 199),
+    RGBColor(239, 138, 98),
+    RGBColor(178, 24, 43),
+];
+
+/// Viridis at nine evenly spaced points: perceptually uniform and readable in grey.
+const SEQUENTIAL: [RGBColor; 9] = [
+    RGBColor(68, 1, 84),
+    RGBColor(71, 44, 122),
+    RGBColor(59, 81, 139),
+    RGBColor(44, 113, 142),
+    RGBColor(33, 144, 141),
+    RGBColor(39, 173, 129),
+    RGBColor(92, 200, 99),
+    RGBColor(170, 220, 50),
+    RGBColor(253, 231, 37),
+];
+
+/// The colour of `value` on a heatmap spanning `range` (see [`heatmap_panels`]): diverging with
+/// white at 0 when the range straddles 0, viridis otherwise; values outside take the nearer end.
+fn heat_color(value: f64, (lo, hi): (f64, f64)) -> RGBColor {
+    let t = if lo < 0.0 && hi > 0.0 {
+        // Each side scales on its own so that 0 stays white in an asymmetric range.
+        if value < 0.0 {
+            0.5 - 0.5 * (value / lo).min(1.0)
+        } else {
+            0.5 + 0.5 * (value / hi).min(1.0)
+        }
+    } else {
+        (value - lo) / (hi - lo)
+    };
+    let anchors: &[RGBColor] = if lo < 0.0 && hi > 0.0 {
+        &DIVERGING
+    } else {
+        &SEQUENTIAL
+    };
+    interpolate(anchors, t)
+}
+
+/// The colour a fraction `t` (clamped to 0..=1; NaN counts as 0.5) along `anchors`, linear between
+/// neighbours.
+fn interpolate(anchors: &[RGBColor], t: f64) -> RGBColor {
+    let t = if t.is_nan() { 0.5 } else { t.clamp(0.0, 1.0) };
+    let pos = t * (anchors.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(anchors.len() - 2);
+    let f = pos - i as f64;
+    let (a, b) = (anchors[i], anchors[i + 1]);
+    let mix = |x: u8, y: u8| (f64::from(x) + f * (f64::from(y) - f64::from(x))).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -862,5 +1235,192 @@ mod tests {
         let (first, last) = (ramp(0, 12), ramp(11, 12));
         assert!(first.2 > first.0, "shallow layers are blue: {first:?}");
         assert!(last.0 > last.2, "deep layers are red: {last:?}");
+    }
+
+    fn heatmap(title: &str, rows: usize, cols: usize, range: (f64, f64)) -> HeatmapPanel {
+        // A smooth matrix with a bright diagonal, like a Gram of near-orthogonal rows.
+        let values = (0..rows * cols)
+            .map(|k| {
+                let (i, j) = (k / cols, k % cols);
+                if i == j {
+                    range.1
+                } else {
+                    range.0 + (range.1 - range.0) * ((i * 7 + j * 3) % 11) as f64 / 10.0
+                }
+            })
+            .collect();
+        HeatmapPanel {
+            title: title.into(),
+            x_desc: "row j of P".into(),
+            y_desc: "row i of P".into(),
+            rows,
+            cols,
+            values,
+            range,
+            value_desc: "cosine".into(),
+        }
+    }
+
+    fn png_pixel(image: &image::RgbImage, (x, y): (i32, i32)) -> RGBColor {
+        let p = image.get_pixel(x as u32, y as u32);
+        RGBColor(p[0], p[1], p[2])
+    }
+
+    #[test]
+    fn heatmap_panels_write_svg_and_png_with_titles_axes_and_colour_bar() {
+        let dir = tempfile::tempdir().unwrap();
+        let panels = [
+            heatmap("class cosines", 3, 3, (-1.0, 1.0)),
+            heatmap("projection Gram", 40, 40, (0.0, 2.5)),
+        ];
+        let written = heatmap_panels(&panels, 2, &dir.path().join("grams")).unwrap();
+        assert_eq!(written.len(), 2);
+        let svg = std::fs::read_to_string(&written[0]).unwrap();
+        for text in [
+            "class cosines",
+            "projection Gram",
+            "row j of P",
+            "row i of P",
+            "cosine",
+            "\n-0.5\n",
+            "\n2.5\n",
+            "\n35\n",
+        ] {
+            assert!(svg.contains(text), "the SVG lacks {text:?}");
+        }
+        let png = image::open(&written[1]).unwrap().to_rgb8();
+        assert_eq!(
+            png.dimensions(),
+            (2 * HEATMAP_PANEL_SIZE.0, HEATMAP_PANEL_SIZE.1)
+        );
+        // Three per row: one panel alone is one panel wide.
+        let one = heatmap_panels(&panels[..1], 3, &dir.path().join("one")).unwrap();
+        let png = image::open(&one[1]).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), HEATMAP_PANEL_SIZE);
+    }
+
+    #[test]
+    fn heatmap_top_value_renders_the_top_colour_of_its_bar() {
+        let dir = tempfile::tempdir().unwrap();
+        for range in [(-1.0, 1.0), (0.0, 1.0)] {
+            let mut panel = heatmap("one cell", 1, 1, range);
+            panel.values = vec![range.1];
+            let written = heatmap_panels(&[panel], 1, &dir.path().join("one")).unwrap();
+            let png = image::open(&written[1]).unwrap().to_rgb8();
+            let layout = heatmap_layout(1, 1);
+            let (x0, y0, x1, y1) = layout.cells;
+            let (bx0, by0, bx1, _) = layout.bar;
+            let top = heat_color(range.1, range);
+            assert_eq!(png_pixel(&png, ((x0 + x1) / 2, (y0 + y1) / 2)), top);
+            assert_eq!(png_pixel(&png, ((bx0 + bx1) / 2, by0)), top);
+        }
+    }
+
+    #[test]
+    fn heatmap_colours_diverge_around_zero_and_are_sequential_otherwise() {
+        let cos = (-1.0, 1.0);
+        assert_eq!(heat_color(1.0, cos), DIVERGING[6]);
+        assert_eq!(heat_color(-1.0, cos), DIVERGING[0]);
+        assert_eq!(heat_color(0.0, cos), DIVERGING[3]);
+        // White stays at 0 in an asymmetric range; values beyond it are clamped.
+        assert_eq!(heat_color(0.0, (-0.2, 1.0)), DIVERGING[3]);
+        assert_eq!(heat_color(-0.2, (-0.2, 1.0)), DIVERGING[0]);
+        assert_eq!(heat_color(7.0, cos), DIVERGING[6]);
+        assert_eq!(heat_color(f64::NEG_INFINITY, cos), DIVERGING[0]);
+        assert_eq!(heat_color(0.0, (0.0, 4.0)), SEQUENTIAL[0]);
+        assert_eq!(heat_color(4.0, (0.0, 4.0)), SEQUENTIAL[8]);
+        assert_eq!(heat_color(2.0, (0.0, 4.0)), SEQUENTIAL[4]);
+        assert_eq!(heat_color(f64::INFINITY, (0.0, 4.0)), SEQUENTIAL[8]);
+    }
+
+    #[test]
+    fn heatmap_axis_and_bar_labels() {
+        assert_eq!(index_ticks(3).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(
+            index_ticks(40).collect::<Vec<_>>(),
+            [0, 5, 10, 15, 20, 25, 30, 35]
+        );
+        assert_eq!(
+            index_ticks(192).collect::<Vec<_>>(),
+            [0, 25, 50, 75, 100, 125, 150, 175]
+        );
+        assert_eq!(index_ticks(1).collect::<Vec<_>>(), [0]);
+        let labels = |range| {
+            let (ticks, digits) = bar_ticks(range);
+            ticks
+                .into_iter()
+                .map(|v| format_tick(v, digits))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(labels((-1.0, 1.0)), ["-1", "-0.5", "0", "0.5", "1"]);
+        assert_eq!(labels((0.0, 2.5)), ["0", "0.5", "1", "1.5", "2", "2.5"]);
+        assert_eq!(
+            labels((-0.2, 1.0)),
+            ["-0.2", "0", "0.2", "0.4", "0.6", "0.8", "1"]
+        );
+        // Odd ends keep their digits; a multiple of the step crowding an end is left out.
+        assert_eq!(labels((0.0, 0.37)), ["0", "0.1", "0.2", "0.3", "0.37"]);
+        assert_eq!(labels((0.0, 0.33)), ["0", "0.1", "0.2", "0.33"]);
+        assert_eq!(labels((3.0, 1e6)).len(), 6);
+        assert_eq!(labels((-f64::MAX, f64::MAX)).len(), 3);
+    }
+
+    #[test]
+    fn heatmap_panels_refuse_bad_matrices_naming_the_panel() {
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("bad");
+        let err = |panel: HeatmapPanel| {
+            let good = heatmap("fine", 2, 2, (0.0, 1.0));
+            heatmap_panels(&[good, panel], 2, &stem)
+                .unwrap_err()
+                .to_string()
+        };
+        let mut short = heatmap("Q Q^T", 3, 3, (-1.0, 1.0));
+        short.values.pop();
+        let message = err(short);
+        assert!(
+            message.contains("\"Q Q^T\"") && message.contains("8 values for a 3 x 3"),
+            "{message}"
+        );
+        let inverted = heatmap("P^T P", 3, 3, (1.0, -1.0));
+        let message = err(inverted);
+        assert!(
+            message.contains("\"P^T P\"") && message.contains("(1, -1)"),
+            "{message}"
+        );
+        let flat = heatmap("flat", 3, 3, (1.0, 1.0));
+        assert!(err(flat).contains("\"flat\""));
+        let infinite = heatmap("inf", 3, 3, (0.0, f64::INFINITY));
+        assert!(err(infinite).contains("\"inf\""));
+        let mut empty = heatmap("empty", 0, 3, (0.0, 1.0));
+        empty.values.clear();
+        assert!(err(empty).contains("empty 0 x 3"));
+        let mut nan = heatmap("nan", 3, 3, (0.0, 1.0));
+        nan.values[5] = f64::NAN;
+        let message = err(nan);
+        assert!(
+            message.contains("\"nan\"") && message.contains("row 1, column 2"),
+            "{message}"
+        );
+        assert!(heatmap_panels(&[], 1, &stem).is_err());
+        assert!(!stem.with_extension("svg").exists() && !stem.with_extension("png").exists());
+    }
+
+    #[test]
+    fn heatmap_of_a_noisy_192_dim_gram_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 192;
+        let mut panel = heatmap("192-dim Gram", n, n, (-1.0, 1.0));
+        // Noise everywhere, so that no two neighbours share a colour (the worst case).
+        panel.values = (0..n * n)
+            .map(|k| (k as f64 * 0.618_033_988_7).fract() * 2.0 - 1.0)
+            .collect();
+        let start = std::time::Instant::now();
+        let written = heatmap_panels(&[panel], 1, &dir.path().join("gram")).unwrap();
+        let elapsed = start.elapsed();
+        eprintln!("192 x 192 heatmap (SVG + PNG): {elapsed:?}");
+        for path in &written {
+            assert!(std::fs::metadata(path).unwrap().len() > 10_000);
+        }
     }
 }

@@ -96,6 +96,27 @@ pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
         source,
     })?;
 
+    let (html, figures) = sections(&runs, out)?;
+
+    let index = out.join("index.html");
+    let page = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>glassbox spectral report</title>\
+         <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{border:1px solid #ddd}}</style>\
+         </head><body>\n<h1>Spectral indicators (`docs/spectral.md`)</h1>\n\
+         <p>Definitions and how to read them: <code>docs/spectral.md</code>.</p>\n{html}</body></html>\n"
+    );
+    std::fs::write(&index, page).map_err(|source| SpectralError::File {
+        path: index.clone(),
+        source,
+    })?;
+    Ok(Report { index, figures })
+}
+
+/// The body of the spectral report of `runs` (their labels already unique) with its figures drawn
+/// into `out` and linked relative to it: the depth profiles of all runs side by side, then per run
+/// its [`run_section`] and per-layer table. Shared by [`render`] and glassbox-trainer's comparison
+/// page, which shows it under its own tables and curves, so the two never drift apart.
+pub fn sections(runs: &[RunLogs], out: &Path) -> Result<(String, Vec<PathBuf>)> {
     let mut figures = Vec::new();
     let mut html = String::new();
     let profiles: Vec<(String, &SpectralRecord)> =
@@ -107,7 +128,7 @@ pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
     html.push_str("<h2>Depth profiles (last probe of each run)</h2>\n");
     html.push_str(&figure_html("depth_profiles"));
 
-    for run in &runs {
+    for run in runs {
         let dir = out.join(&run.label);
         let label = escape(&run.label);
         let _ = writeln!(
@@ -129,18 +150,7 @@ pub fn render(run_dirs: &[PathBuf], out: &Path) -> Result<Report> {
         );
     }
 
-    let index = out.join("index.html");
-    let page = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>glassbox spectral report</title>\
-         <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{border:1px solid #ddd}}</style>\
-         </head><body>\n<h1>Spectral indicators (`docs/spectral.md`)</h1>\n\
-         <p>Definitions and how to read them: <code>docs/spectral.md</code>.</p>\n{html}</body></html>\n"
-    );
-    std::fs::write(&index, page).map_err(|source| SpectralError::File {
-        path: index.clone(),
-        source,
-    })?;
-    Ok(Report { index, figures })
+    Ok((html, figures))
 }
 
 /// The figures of one run, drawn into `dir`, as HTML whose links start with `href` (the path
@@ -194,27 +204,43 @@ pub fn figure_html(stem: &str) -> String {
     )
 }
 
-/// The PNG in `dir` whose name sorts last (`step_NNNNNN.png`: the last probe's overlay).
+/// The `step_NNNNNN.png` in `dir` whose name sorts last: the last probe's overlay (other
+/// figures of the folder, such as the over-training strip, are not overlays of one step).
 fn last_png(dir: &Path) -> Option<PathBuf> {
     let mut pngs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step_"))
+        })
         .collect();
     pngs.sort();
     pngs.pop()
 }
 
 fn unique_labels(runs: &mut [RunLogs]) {
-    for i in 1..runs.len() {
-        let taken = |label: &str, runs: &[RunLogs]| runs[..i].iter().any(|r| r.label == label);
-        if taken(&runs[i].label, runs) {
-            let base = runs[i].label.clone();
+    let mut labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
+    unique_names(&mut labels);
+    for (run, label) in runs.iter_mut().zip(labels) {
+        run.label = label;
+    }
+}
+
+/// Makes every name unique by giving a repeated one a numeric suffix (`seed0`, `seed0-2`, ...):
+/// run folders of different parents may share a name, and the names become output folders and
+/// table headers. Public so that the comparison page names runs as this report does.
+pub fn unique_names(names: &mut [String]) {
+    for i in 1..names.len() {
+        let taken = |name: &str, names: &[String]| names[..i].iter().any(|n| n == name);
+        if taken(&names[i], names) {
+            let base = names[i].clone();
             let mut n = 2;
-            while taken(&format!("{base}-{n}"), runs) {
+            while taken(&format!("{base}-{n}"), names) {
                 n += 1;
             }
-            runs[i].label = format!("{base}-{n}");
+            names[i] = format!("{base}-{n}");
         }
     }
 }

@@ -46,8 +46,11 @@ pub struct TrainState {
     pub seed: u64,
     /// Training loss of the last update.
     pub loss: f64,
-    /// Best validation AbsRel so far (median-scaled), if evaluated.
+    /// Best validation AbsRel so far (median-scaled), if a depth run was evaluated.
     pub best_abs_rel: Option<f64>,
+    /// Best validation mIoU so far, if a segmentation run was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_miou: Option<f64>,
     /// Wall time spent training up to this checkpoint, over all invocations (0 in checkpoints
     /// written before it was recorded).
     #[serde(default)]

@@ -7,6 +7,8 @@
 //! - `default`: dpt-tiny on synthetic indoor scenes at 64 x 64, 600 steps, sized to finish on a
 //!   2-core CPU in about four minutes;
 //! - `sevenscenes`: dpt-tiny on 7-Scenes redkitchen (frames 0-499 train, 500-599 validation);
+//! - `segmentation`: dpt-tiny segmenting rendered indoor scenes into the renderer's classes at
+//!   128 x 128 (an 8 x 8 patch grid, so objects span several patches);
 //! - `test`: the dpt-test model (4 layers, D 32) at 64 x 64 for the crate's tests.
 //!
 //! Every struct refuses unknown keys, so a misspelled key in a TOML file is an error naming the
@@ -20,8 +22,9 @@ use std::path::{Path, PathBuf};
 
 use glassbox_attention::AttentionKind;
 use glassbox_data::{AugmentConfig, SceneKind, SourceConfig};
-use glassbox_dpt::DptConfig;
-use glassbox_losses::{DisparityToDepth, LossConfig};
+use glassbox_decoder::{SegmentationDecoder, SegmentationHeadConfig};
+use glassbox_dpt::{DptConfig, HeadConfig};
+use glassbox_losses::{DisparityToDepth, LossConfig, SegmentationLoss};
 use serde::{Deserialize, Serialize};
 
 /// Everything that can be wrong with a configuration.
@@ -48,7 +51,41 @@ pub enum ConfigError {
 }
 
 /// Names accepted by [`TrainConfig::preset`].
-pub const RUN_PRESETS: &[&str] = &["default", "sevenscenes", "test"];
+pub const RUN_PRESETS: &[&str] = &["default", "sevenscenes", "segmentation", "test"];
+
+/// What a run predicts; it follows from the model's head, and the loss, evaluation, report and
+/// predictions follow from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Relative or metric depth from the depth head.
+    Depth,
+    /// Per-pixel classes from the segmentation head or DEPICT.
+    Segmentation,
+}
+
+impl Task {
+    /// The name used on the command line and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Depth => "depth",
+            Task::Segmentation => "segmentation",
+        }
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "depth" => Ok(Task::Depth),
+            "segmentation" => Ok(Task::Segmentation),
+            _ => Err(format!(
+                "unknown task {s:?}; expected depth or segmentation"
+            )),
+        }
+    }
+}
 
 /// Which images a run trains and validates on, and how they are batched. Every source goes
 /// through glassbox-data's one streaming loader (`docs/data.md`).
@@ -176,6 +213,7 @@ impl TrainConfig {
         match name {
             "default" => Ok(Self::default_synthetic()),
             "sevenscenes" => Ok(Self::seven_scenes(default_seven_scenes_root())),
+            "segmentation" => Ok(Self::segmentation()),
             "test" => Ok(Self::test()),
             _ => Err(ConfigError::UnknownPreset(name.to_string())),
         }
@@ -248,6 +286,19 @@ impl TrainConfig {
         c.optim.steps = 300;
         c.schedule.eval_every = 150;
         c.schedule.checkpoint_every = 150;
+        c
+    }
+
+    fn segmentation() -> Self {
+        let mut c = Self::default_synthetic();
+        c.name = "segmentation".into();
+        c.data.image_size = [128, 128];
+        c.optim.steps = 1000;
+        c.schedule.eval_every = 250;
+        c.schedule.checkpoint_every = 250;
+        c.schedule.spectral_every = 250;
+        c.set_task(Task::Segmentation, Some(glassbox_data::classes::COUNT))
+            .expect("a class count is given");
         c
     }
 
@@ -346,6 +397,100 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// What the run predicts, from its model head.
+    pub fn task(&self) -> Task {
+        match self.model.head {
+            HeadConfig::Depth {} => Task::Depth,
+            HeadConfig::Segmentation(_) => Task::Segmentation,
+        }
+    }
+
+    /// The class count of a segmentation run.
+    pub fn num_classes(&self) -> Option<usize> {
+        match &self.model.head {
+            HeadConfig::Segmentation(seg) => usize::try_from(seg.num_classes).ok(),
+            HeadConfig::Depth {} => None,
+        }
+    }
+
+    /// Makes the run a depth or segmentation run: the head, and the loss that trains it. A
+    /// segmentation head takes `num_classes`, else the training source's class count when the
+    /// source knows it (synthetic scenes, ADE20K), else asks for `--num-classes`.
+    pub fn set_task(&mut self, task: Task, num_classes: Option<usize>) -> Result<(), ConfigError> {
+        if task == self.task() {
+            return match num_classes {
+                Some(k) if task == Task::Segmentation => self.set_num_classes(k),
+                _ => Ok(()),
+            };
+        }
+        match task {
+            Task::Depth => {
+                self.model.head = HeadConfig::Depth {};
+                self.model.decoder.fusion_batch_norm = false;
+                self.loss.loss = LossConfig::default();
+            }
+            Task::Segmentation => {
+                let known = num_classes.or_else(|| self.data.train.num_classes());
+                let classes = known.ok_or(ConfigError::Invalid {
+                    field: "model.head.num_classes",
+                    value: self.data.train.describe(),
+                    expected: "a class count: this source does not know its classes, \
+                               give --num-classes",
+                })?;
+                self.model.head =
+                    HeadConfig::Segmentation(SegmentationHeadConfig::new(classes as i64));
+                self.model.decoder.fusion_batch_norm = true;
+                self.loss.loss = LossConfig::CrossEntropy(SegmentationLoss::default());
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the classes of a segmentation run, indexed by id: the renderer's for synthetic
+    /// scenes, else `class K`.
+    pub fn class_names(&self) -> Vec<String> {
+        let count = self.num_classes().unwrap_or(0);
+        match self.data.train {
+            SourceConfig::Synthetic { .. } if count == glassbox_data::classes::COUNT => {
+                glassbox_data::classes::NAMES
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect()
+            }
+            _ => (0..count).map(|c| format!("class {c}")).collect(),
+        }
+    }
+
+    /// Sets the class count of a segmentation run (for sources that do not know theirs).
+    pub fn set_num_classes(&mut self, classes: usize) -> Result<(), ConfigError> {
+        match &mut self.model.head {
+            HeadConfig::Segmentation(seg) => {
+                seg.num_classes = classes as i64;
+                Ok(())
+            }
+            HeadConfig::Depth {} => Err(ConfigError::Invalid {
+                field: "model.head.num_classes",
+                value: classes.to_string(),
+                expected: "a segmentation run (--task segmentation)",
+            }),
+        }
+    }
+
+    /// Chooses the segmentation decoder: DPT's head, DEPICT-SA or DEPICT-CA.
+    pub fn set_decoder(&mut self, decoder: SegmentationDecoder) -> Result<(), ConfigError> {
+        match &mut self.model.head {
+            HeadConfig::Segmentation(seg) => {
+                seg.decoder = decoder;
+                Ok(())
+            }
+            HeadConfig::Depth {} => Err(ConfigError::Invalid {
+                field: "model.head.decoder",
+                value: decoder.name().into(),
+                expected: "a segmentation run: the depth head has one decoder",
+            }),
+        }
+    }
+
     /// Switches every encoder block to standard or SVDA attention.
     pub fn set_attention(&mut self, kind: AttentionKind) {
         self.model = self.model.clone().with_attention(kind);
@@ -404,12 +549,35 @@ impl TrainConfig {
                 "both >= 1",
             ));
         }
-        if self.loss.loss.depth().is_err() {
-            return Err(invalid(
-                "loss.loss.kind",
-                self.loss.loss.name().into(),
-                "a depth loss: midas or silog",
-            ));
+        match self.task() {
+            Task::Depth if self.loss.loss.depth().is_err() => {
+                return Err(invalid(
+                    "loss.loss.kind",
+                    self.loss.loss.name().into(),
+                    "a depth loss for a depth head: midas or silog",
+                ));
+            }
+            Task::Segmentation if self.loss.loss.segmentation().is_err() => {
+                return Err(invalid(
+                    "loss.loss.kind",
+                    self.loss.loss.name().into(),
+                    "cross_entropy for a segmentation head",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(classes) = self.num_classes() {
+            for source in std::iter::once(&self.data.train).chain(&self.data.val) {
+                if let Some(known) = source.num_classes()
+                    && known != classes
+                {
+                    return Err(invalid(
+                        "model.head.num_classes",
+                        classes.to_string(),
+                        "the class count of the data source (synthetic scenes: 14, ADE20K: 150)",
+                    ));
+                }
+            }
         }
         self.model.validate()?;
         Ok(())

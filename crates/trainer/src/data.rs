@@ -63,6 +63,7 @@ fn open_source(
     let [h, w] = config.data.image_size;
     let options = ReaderOptions {
         skip_bad: config.data.skip_bad,
+        num_classes: config.num_classes(),
         ..ReaderOptions::default()
     };
     let dataset = source

@@ -16,12 +16,15 @@
 //! - [`probe`]: the spectral indicators of the model on a fixed probe batch, logged over
 //!   training (figures: `glassbox_spectral::report`);
 //! - [`report`]: training curves, contact sheet and attention overlays; [`page`]: the run's one
-//!   HTML page (`runs/<name>/index.html`) showing them all;
+//!   HTML page (`runs/<name>/index.html`) showing them all; [`comparison`]: the page comparing
+//!   runs (`glassbox report`), tables side by side and curves overlaid;
+//! - [`whitebox`]: DEPICT's white-box diagnostics over training and their figures;
 //! - [`ablate`]: ablation grids (attention x readout x hooks x seeds), resumable, summarised as
 //!   CSV / markdown tables and figures.
 
 pub mod ablate;
 pub mod checkpoint;
+pub mod comparison;
 pub mod config;
 pub mod data;
 pub mod eval;
@@ -34,6 +37,7 @@ pub mod probe;
 pub mod report;
 pub mod tensor;
 pub mod train;
+pub mod whitebox;
 
 pub use config::TrainConfig;
 pub use overrides::Overrides;

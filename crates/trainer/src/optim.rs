@@ -6,7 +6,8 @@
 //!
 //! Update per parameter p with gradient g at step t (1-based):
 //! m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr wd p (decoupled decay, only tensors with
-//! two or more dimensions: biases, norms, embeddings' 1-d scales and SVDA's sigma are not decayed);
+//! two or more dimensions: biases, norms, embeddings' 1-d scales, SVDA's sigma and DEPICT's class
+//! embeddings are not decayed);
 //! p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
 
 use std::collections::BTreeMap;
@@ -22,6 +23,12 @@ fn is_sigma(name: &str) -> bool {
     [".attn.sigma", ".attn.log_sigma", ".attn.log_temperature"]
         .iter()
         .any(|suffix| name.ends_with(suffix))
+}
+
+/// DEPICT's class embeddings (K x D, two-dimensional like a weight): not decayed, as in the
+/// DEPICT and Segmenter references, since decay would pull the class directions together.
+fn is_class_embed(name: &str) -> bool {
+    name.ends_with("depict.class_embed")
 }
 
 /// Learning rate multiplier at `step` (0-based): linear warm-up over `warmup` steps, then cosine
@@ -157,7 +164,8 @@ impl AdamW {
                 let v = &mut self.v[i];
                 let _ = v.g_mul_scalar_(b2);
                 let _ = v.addcmul_(&g, &(&g * (1.0 - b2)));
-                if c.weight_decay > 0.0 && p.dim() >= 2 && !is_sigma(name) {
+                if c.weight_decay > 0.0 && p.dim() >= 2 && !is_sigma(name) && !is_class_embed(name)
+                {
                     let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
                 // p -= lr (m / bc1) / (sqrt(v / bc2) + eps), as p += m / denom with

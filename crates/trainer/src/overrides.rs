@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use glassbox_attention::{AttentionKind, SigmaParameterisation};
 use glassbox_data::SourceConfig;
+use glassbox_decoder::SegmentationDecoder;
 use glassbox_losses::LossConfig;
 
-use crate::config::{ConfigError, TrainConfig, VAL_SCENE_SEED, synthetic_indoor};
+use crate::config::{ConfigError, Task, TrainConfig, VAL_SCENE_SEED, synthetic_indoor};
 
 /// The datasets `--dataset` names; each becomes a glassbox-data source (`docs/data.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,8 +23,12 @@ pub enum DatasetKind {
     Nyu,
     /// KITTI (`rgb/` + `depth/`, or an Eigen split list with `--split`).
     Kitti,
-    /// A folder with `rgb/` and 16-bit `depth/` PNGs (`--depth-scale` metres per unit).
+    /// A folder with `rgb/` and 16-bit `depth/` PNGs (`--depth-scale` metres per unit) and/or
+    /// 8-bit `labels/` PNGs.
     Folder,
+    /// ADE20K (ADEChallengeData2016: `images/` + `annotations/`, 150 classes, 0 = ignore);
+    /// training on `training`, validating and evaluating on `validation`.
+    Ade20k,
 }
 
 impl DatasetKind {
@@ -49,6 +54,10 @@ impl DatasetKind {
                 root,
                 depth_scale: depth_scale.unwrap_or(0.001),
             },
+            DatasetKind::Ade20k => SourceConfig::Ade20k {
+                root,
+                split: split.map_or_else(|| "validation".to_string(), |s| s.display().to_string()),
+            },
         }
     }
 }
@@ -60,6 +69,15 @@ pub struct Overrides {
     /// Standard or SVDA attention in every encoder block.
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_attention))]
     pub attention: Option<AttentionKind>,
+    /// What the model predicts: depth or segmentation (head, loss, metrics and pictures).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = parse_task))]
+    pub task: Option<Task>,
+    /// Segmentation decoder: dpt (Reassemble + fusion + conv head), depict-sa or depict-ca.
+    #[cfg_attr(feature = "cli", arg(long, value_parser = parse_decoder))]
+    pub decoder: Option<SegmentationDecoder>,
+    /// Class count of a segmentation run whose data does not know it (a folder of labels).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub num_classes: Option<usize>,
     /// Training loss: midas (SSI + gradient, disparity) or silog (depth = 1 / disparity).
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_loss))]
     pub loss: Option<LossConfig>,
@@ -164,6 +182,20 @@ impl Overrides {
                 }
             }
         }
+        if let Some(task) = self.task {
+            config.set_task(task, self.num_classes)?;
+        } else if config.task() == Task::Segmentation {
+            // The class count follows a new dataset unless given.
+            let known = self.num_classes.or_else(|| config.data.train.num_classes());
+            if let Some(k) = known {
+                config.set_num_classes(k)?;
+            }
+        } else if let Some(k) = self.num_classes {
+            config.set_num_classes(k)?;
+        }
+        if let Some(decoder) = self.decoder {
+            config.set_decoder(decoder)?;
+        }
         config.seed = self.seed.unwrap_or(config.seed);
         if let Some(device) = &self.device {
             config.device = device.clone();
@@ -195,6 +227,15 @@ impl Overrides {
             return Ok(());
         }
         let root = needs_root()?;
+        if kind == DatasetKind::Ade20k {
+            let split = |s: &str| SourceConfig::Ade20k {
+                root: root.clone(),
+                split: s.to_string(),
+            };
+            d.train = split("training");
+            d.val = Some(split("validation"));
+            return Ok(());
+        }
         d.train = kind.files(root.clone(), self.split.clone(), self.depth_scale);
         d.val = self
             .val_split
@@ -202,6 +243,16 @@ impl Overrides {
             .map(|split| kind.files(root, Some(split), self.depth_scale));
         Ok(())
     }
+}
+
+/// `depth` or `segmentation`.
+pub fn parse_task(text: &str) -> Result<Task, String> {
+    text.parse()
+}
+
+/// `dpt`, `depict-sa` or `depict-ca`.
+pub fn parse_decoder(text: &str) -> Result<SegmentationDecoder, String> {
+    text.parse()
 }
 
 /// `standard`, `svda` or `svda-paper`.

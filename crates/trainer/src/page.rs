@@ -1,16 +1,18 @@
 //! The one page every run leaves: `runs/<name>/index.html` (`docs/training.md`). It shows the
 //! run's `report.md` (summary, validation table, spectral table), every figure of the run folder
 //! (training curves, contact sheet, the spectral indicators over steps and by depth, sigma
-//! spectra, the last attention overlay) and the resolved `config.toml`. Self-contained: images are
+//! spectra, the last attention overlay and the attention of one layer over training) and the
+//! resolved `config.toml`. Self-contained: images are
 //! files beside it, linked by relative paths, and nothing is fetched from the network.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use glassbox_spectral::report::{RunLogs, escape, figure_html, run_section};
-use glassbox_spectral::{SPECTRAL_FILE, SpectralError, plot};
+use glassbox_spectral::{ATTENTION_DIR, SPECTRAL_FILE, SpectralError, plot};
 
 use crate::fs::{FileError, write_atomic};
+use crate::probe::{OVER_TRAINING_PNG, STRIP_STEPS, read_strip_log};
 
 /// Where a run page's own figures go, inside the run folder.
 pub const FIGURES_DIR: &str = "figures";
@@ -36,15 +38,46 @@ pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
         body.push_str(&figure_html("loss_curve"));
     }
     if dir.join("contact_sheet.png").is_file() {
-        body.push_str(
-            "<h2>Predictions on validation images</h2>\n<p>Columns: input | prediction \
-             (median-scaled) | ground truth | relative error |pred − gt| / gt from 0 (blue) to \
-             0.5 (red); depth colours span each row's ground-truth range (near red, far blue), \
-             shown in metres by the bar beside the row.</p>\n\
-             <img src=\"contact_sheet.png\" alt=\"contact sheet\">\n",
+        let segmentation = dir.join("eval.jsonl").is_file()
+            && std::fs::read_to_string(dir.join("eval.jsonl"))
+                .is_ok_and(|t| t.contains("\"miou\""));
+        let columns = if segmentation {
+            "Columns: input | prediction | ground truth, coloured by class; the legend names \
+             every class shown (black = ignored)."
+        } else {
+            "Columns: input | prediction (median-scaled) | ground truth | relative error \
+             |pred − gt| / gt from 0 (blue) to 0.5 (red); depth colours span each row's \
+             ground-truth range (near red, far blue), shown in metres by the bar beside the row."
+        };
+        let _ = write!(
+            body,
+            "<h2>Predictions on validation images</h2>\n<p>{columns}</p>\n\
+             <img src=\"contact_sheet.png\" alt=\"contact sheet\">\n"
         );
     }
+    if dir
+        .join(format!("{}.png", crate::whitebox::DIAGNOSTICS_STEM))
+        .is_file()
+    {
+        body.push_str(
+            "<h2>DEPICT, read as a white box</h2>\n<p>Over training: how far each layer's \
+             projection P is from orthonormal rows, how far apart the class embeddings are, and \
+             the coding-rate ratio R(PZ)/R(Z) of each layer (definitions: \
+             <code>docs/architecture.md</code>, DEPICT).</p>\n",
+        );
+        body.push_str(&figure_html(crate::whitebox::DIAGNOSTICS_STEM));
+        if dir
+            .join(format!("{}.png", crate::whitebox::GRAMS_STEM))
+            .is_file()
+        {
+            body.push_str(
+                "<p>The final Gram matrices: P Pᵀ per layer and the class cosines Q Qᵀ.</p>\n",
+            );
+            body.push_str(&figure_html(crate::whitebox::GRAMS_STEM));
+        }
+    }
     body.push_str(&spectral_section(dir)?);
+    body.push_str(&strip_section(dir));
     if let Ok(config) = std::fs::read_to_string(dir.join("config.toml")) {
         let _ = write!(
             body,
@@ -56,31 +89,32 @@ pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
     let title = dir
         .file_name()
         .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
-    let page = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>glassbox run {}</title>\
+    let page = html_page(&format!("glassbox run {title}"), &body);
+    let index = dir.join("index.html");
+    write_atomic(&index, page.as_bytes())?;
+    Ok(index)
+}
+
+/// A whole HTML document around `body`, styled inline (no stylesheet to fetch): the run page and
+/// the comparison page look alike.
+pub fn html_page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title>\
          <style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 1em}}\
          img{{max-width:100%;border:1px solid #ddd}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}\
          pre{{background:#f6f6f6;padding:8px;overflow-x:auto}}</style></head><body>\n{body}\
          </body></html>\n",
-        escape(&title)
-    );
-    let index = dir.join("index.html");
-    write_atomic(&index, page.as_bytes())?;
-    Ok(index)
+        escape(title)
+    )
 }
 
 /// The spectral figures of the run, drawn into `figures/`: its depth profile, then the per-run
 /// section of the spectral report (`glassbox_spectral::report::run_section`). Empty when the run
 /// logged no probe.
 fn spectral_section(dir: &Path) -> Result<String, PageError> {
-    if !dir.join(SPECTRAL_FILE).is_file() {
+    let Some(run) = spectral_logs(dir)? else {
         return Ok(String::new());
-    }
-    let run = match RunLogs::read(dir) {
-        Ok(run) => run,
-        Err(SpectralError::NothingToPlot { .. }) => return Ok(String::new()),
-        Err(e) => return Err(e.into()),
     };
     let figures = dir.join(FIGURES_DIR);
     let last = run.last();
@@ -100,6 +134,49 @@ fn spectral_section(dir: &Path) -> Result<String, PageError> {
     html.push_str(&figure_html(&format!("{FIGURES_DIR}/depth_profiles")));
     html.push_str(&run_section(&run, &figures, FIGURES_DIR)?.0);
     Ok(html)
+}
+
+/// The spectral logs of a run folder, or `None` when it probed nothing (no `spectral.jsonl`, or
+/// one without records: `spectral_every = 0`), so that pages of runs without probes still show
+/// everything else; a log that exists but cannot be read stays an error.
+pub fn spectral_logs(dir: &Path) -> Result<Option<RunLogs>, SpectralError> {
+    if !dir.join(SPECTRAL_FILE).is_file() {
+        return Ok(None);
+    }
+    match RunLogs::read(dir) {
+        Ok(run) => Ok(Some(run)),
+        Err(SpectralError::NothingToPlot { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The over-training strip (`attention/over_training.png`), under the attention overlay of the
+/// spectral section; nothing when this run logged no strip column (a figure left by an earlier
+/// run in the same folder is not shown: a fresh run removes the log, not the picture).
+fn strip_section(dir: &Path) -> String {
+    let png = Path::new(ATTENTION_DIR).join(OVER_TRAINING_PNG);
+    let mut columns = read_strip_log(dir);
+    let Some(layer) = columns.last().map(|c| c.layer) else {
+        return String::new();
+    };
+    // The strip draws the current layer's columns only (a resumed run may have changed layer).
+    columns.retain(|c| c.layer == layer);
+    let last = columns.last().expect("the last column is of its own layer");
+    if !dir.join(&png).is_file() {
+        return String::new();
+    }
+    format!(
+        "<h3>Attention over training, layer {} (mean over heads)</h3>\n<p>The {} query patches \
+         of the overlay above (white frame, first column), then one column per probe step ({} \
+         probes, steps {} to {}; at most {STRIP_STEPS} shown, evenly spread).</p>\n\
+         <img src=\"{}\" alt=\"attention over training\">\n",
+        last.layer,
+        last.queries.len(),
+        columns.len(),
+        columns[0].step,
+        last.step,
+        escape(&png.to_string_lossy())
+    )
 }
 
 /// The markdown our reports write, as HTML: `#`/`##` headings, pipe tables (the row after the

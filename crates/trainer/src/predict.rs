@@ -1,7 +1,8 @@
 //! Inference on image files (`docs/training.md`, `cargo xtask predict`): a checkpoint's run
 //! folder holds its `config.toml`, so the model is rebuilt from it; each image gets a colour-mapped
-//! depth PNG, optionally a 16-bit depth PNG, and optionally an attention map of one layer and
-//! query token (from the encoder's `forward_with_maps`) blended over the image.
+//! depth PNG and optionally a 16-bit depth PNG (depth models), or its class ids as an 8-bit PNG and
+//! a colour label map with a legend (segmentation models), and optionally an attention map of one
+//! layer and query token (from the encoder's `forward_with_maps`) blended over the image.
 //!
 //! The model predicts relative depth, so the 16-bit PNG holds depth scaled to a median of 1 m
 //! (value / 1000 = depth in those units), clipped to the 16-bit range. Layers are numbered from 1
@@ -18,7 +19,7 @@ use ndarray::Array2;
 use tch::{Device, Kind, nn};
 
 use crate::checkpoint::{self, CheckpointPaths};
-use crate::config::TrainConfig;
+use crate::config::{Task, TrainConfig};
 use crate::eval;
 use crate::report;
 use crate::tensor::to_array;
@@ -47,6 +48,8 @@ pub enum PredictError {
     Io { path: PathBuf, message: String },
     #[error("attention layer {layer} does not exist: the encoder has layers 1 to {layers}")]
     Layer { layer: usize, layers: usize },
+    #[error("cannot draw {path}: {message}")]
+    Picture { path: PathBuf, message: String },
     #[error("token {token} does not exist: the image has {tokens} tokens (0 = readout)")]
     Token { token: usize, tokens: usize },
 }
@@ -103,27 +106,12 @@ pub fn predict_files(
             .file_stem()
             .map_or_else(|| "image".to_string(), |s| s.to_string_lossy().into_owned());
         let sample = Sample::from_depth(stem.clone(), rgb, Array2::zeros((h, w)), None)?;
-        let disparity = eval::predict_full_resolution(
-            &loaded.model,
-            loaded.config.output_map().as_ref(),
-            &sample,
-            short_side,
-            device,
-        )?;
-        let mut depth = disparity.mapv(|d| 1.0 / d.max(1e-6));
-        let mut sorted: Vec<f32> = depth.iter().copied().collect();
-        sorted.sort_by(f32::total_cmp);
-        let median = sorted[sorted.len() / 2].max(1e-12);
-        depth.mapv_inplace(|d| d / median);
-        let out = out_dir.join(format!("{stem}_depth.png"));
-        glassbox_data::io::write_png(&out, &colorize_depth(depth.view(), None, None))?;
-        written.push(out);
-        if options.depth16 {
-            let out = out_dir.join(format!("{stem}_depth16.png"));
-            let clipped = depth.mapv(|d| d.min(65.0));
-            let mask = Array2::from_elem((h, w), true);
-            glassbox_data::io::write_depth_png(&out, clipped.view(), mask.view(), 1e-3)?;
-            written.push(out);
+        if loaded.config.task() == Task::Segmentation {
+            written.extend(write_classes(loaded, &sample, short_side, device, out_dir)?);
+        } else {
+            written.extend(write_depth(
+                loaded, &sample, short_side, device, out_dir, options,
+            )?);
         }
         if let Some((layer, token)) = options.attention {
             let heat = attention_map(&loaded.model, &sample, short_side, device, layer, token)?;
@@ -132,6 +120,66 @@ pub fn predict_files(
             glassbox_data::io::write_png(&out, &picture)?;
             written.push(out);
         }
+    }
+    Ok(written)
+}
+
+/// A segmentation model's outputs for one image: `<stem>_labels.png` (8-bit class ids, the
+/// format label PNGs are read in) and `<stem>_classes.png` (colours with a legend naming each
+/// class shown).
+fn write_classes(
+    loaded: &LoadedModel,
+    sample: &Sample,
+    short_side: usize,
+    device: Device,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, PredictError> {
+    let stem = &sample.name;
+    let classes = eval::predict_classes_full_resolution(&loaded.model, sample, short_side, device)?;
+    let classes = report::class_map_u8(classes.view());
+    let ids = out_dir.join(format!("{stem}_labels.png"));
+    glassbox_data::io::write_labels_png(&ids, classes.view())?;
+    let picture = out_dir.join(format!("{stem}_classes.png"));
+    let legend = report::label_map_with_legend(classes.view(), &loaded.config.class_names())
+        .map_err(|e| PredictError::Picture {
+            path: picture.clone(),
+            message: e.to_string(),
+        })?;
+    glassbox_data::io::write_png(&picture, &legend)?;
+    Ok(vec![ids, picture])
+}
+
+/// A depth model's outputs for one image: the colour-mapped depth and, if asked, the 16-bit PNG.
+fn write_depth(
+    loaded: &LoadedModel,
+    sample: &Sample,
+    short_side: usize,
+    device: Device,
+    out_dir: &Path,
+    options: &PredictOptions,
+) -> Result<Vec<PathBuf>, PredictError> {
+    let (stem, (h, w)) = (&sample.name, (sample.height(), sample.width()));
+    let disparity = eval::predict_full_resolution(
+        &loaded.model,
+        loaded.config.output_map().as_ref(),
+        sample,
+        short_side,
+        device,
+    )?;
+    let mut depth = disparity.mapv(|d| 1.0 / d.max(1e-6));
+    let mut sorted: Vec<f32> = depth.iter().copied().collect();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2].max(1e-12);
+    depth.mapv_inplace(|d| d / median);
+    let out = out_dir.join(format!("{stem}_depth.png"));
+    glassbox_data::io::write_png(&out, &colorize_depth(depth.view(), None, None))?;
+    let mut written = vec![out];
+    if options.depth16 {
+        let out = out_dir.join(format!("{stem}_depth16.png"));
+        let clipped = depth.mapv(|d| d.min(65.0));
+        let mask = Array2::from_elem((h, w), true);
+        glassbox_data::io::write_depth_png(&out, clipped.view(), mask.view(), 1e-3)?;
+        written.push(out);
     }
     Ok(written)
 }

@@ -1,6 +1,8 @@
 //! The spectral probe (`docs/spectral.md`): the six indicators of every layer and head of a
 //! [`Dpt`] on a fixed probe batch, the SVDA sigma spectra and attention overlays, written into the
-//! run folder (`spectral.jsonl`, `sigma.jsonl`, `attention/step_NNNNNN.png`) for the report.
+//! run folder (`spectral.jsonl`, `sigma.jsonl`, `attention/step_NNNNNN.png`) for the report, and
+//! the "over training" strip of one layer (`attention/over_training.png`, drawn from the heat maps
+//! of `attention/over_training.jsonl`).
 //!
 //! One probe of one image runs `1 + 2 D` forward passes (D = 4 draws, no gradients, evaluation
 //! mode): the clean pass gives A, the score queries/keys and sigma; D passes on the input plus
@@ -22,6 +24,11 @@
 //!   probe of a run sees the same noise: changes over training are the model's, not the draw's.
 //! - **Sigma noise** perturbs all blocks in the same pass: the robustness of layer l then includes
 //!   the effect of the noise in layers below it, as a deployed model would see it.
+//! - **Over training**: every probe appends the strip layer's heat maps (one per query point,
+//!   gh x gw values) to `attention/over_training.jsonl` and redraws the strip from that file. It is
+//!   a log of the run like `spectral.jsonl`: a fresh run removes it and `--resume` cuts it back to
+//!   the checkpoint's step, so the strip never shows a step the resumed run does not have. The
+//!   probe image is not stored: it is the same at every probe, and the current probe supplies it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,12 +43,14 @@ use glassbox_spectral::{
 };
 use image::{Rgb, RgbImage};
 use ndarray::{Array2, Array3, Axis, Ix2, Ix3};
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use thiserror::Error;
 
 use glassbox_data::sample::derive_seed;
 use glassbox_dpt::{Dpt, DptError};
 
+use crate::fs::FileError;
 use crate::report::{TitledGrid, overlay};
 use crate::tensor::to_array;
 
@@ -52,6 +61,14 @@ pub const NOISE_DRAWS: usize = 4;
 /// Query positions of the attention overlays, as (row, column) fractions of the image: the centre
 /// and two off-centre points, so both a central object and the surroundings are followed.
 pub const QUERY_POINTS: [(f64, f64); 3] = [(0.5, 0.5), (0.25, 0.25), (0.75, 0.7)];
+/// The heat maps behind the "over training" strip, one JSON line per probe, in the run's
+/// `attention/` folder.
+pub const OVER_TRAINING_LOG: &str = "over_training.jsonl";
+/// The "over training" strip, in the run's `attention/` folder.
+pub const OVER_TRAINING_PNG: &str = "over_training.png";
+/// Most probe steps the strip shows (evenly spread, first and last always among them): a long run
+/// probed every few steps would otherwise give a figure too wide to read.
+pub const STRIP_STEPS: usize = 12;
 
 /// Everything that can stop a probe; the model, libtorch and indicator errors keep their own text.
 #[derive(Debug, Error)]
@@ -72,6 +89,12 @@ pub enum ProbeError {
     Maps { layer: usize, message: String },
     #[error(transparent)]
     Figure(#[from] Box<crate::report::ReportError>),
+    #[error(
+        "the over-training strip's layer {layer} is not one of the encoder's layers 1 to {layers}"
+    )]
+    StripLayer { layer: usize, layers: usize },
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// How the robustness noise is drawn; the defaults are `docs/spectral.md`'s.
@@ -83,6 +106,9 @@ pub struct ProbeOptions {
     pub draws: usize,
     /// Seed of the noise; the same seed gives the same noise at every probe.
     pub seed: u64,
+    /// Encoder layer (1-based, as the overlays, logs and `--attention-layer` number them) of the
+    /// "over training" strip; `None`: the last layer, where the attention feeds the decoder.
+    pub strip_layer: Option<usize>,
 }
 
 impl Default for ProbeOptions {
@@ -91,6 +117,7 @@ impl Default for ProbeOptions {
             noise_std: NOISE_STD,
             draws: NOISE_DRAWS,
             seed: 0x5eed_5bec,
+            strip_layer: None,
         }
     }
 }
@@ -115,6 +142,10 @@ pub struct ProbeOutput {
     /// Attention of [`QUERY_POINTS`] over the first probe image: one row per query, the input
     /// (query patch marked) then one mean-over-heads overlay per layer.
     pub overlays: RgbImage,
+    /// The strip layer's heat maps of this probe: the column it adds to the over-training strip.
+    pub strip: StripColumn,
+    /// The first probe image, which the strip's heat maps are drawn over.
+    pub image: RgbImage,
     pub timing: ProbeTiming,
 }
 
@@ -124,6 +155,32 @@ pub struct ProbeFiles {
     pub spectral: PathBuf,
     pub sigma: Option<PathBuf>,
     pub overlays: PathBuf,
+    /// The redrawn over-training strip (its heat maps: [`OVER_TRAINING_LOG`] beside it).
+    pub strip: PathBuf,
+}
+
+/// One probe's column of the over-training strip: the mean-over-heads attention of one layer for
+/// every query point, small enough (gh x gw values per query) to log at every probe, so the strip
+/// can be redrawn from the log after `--resume` without keeping any probe in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StripColumn {
+    pub step: u64,
+    /// Encoder layer, 1-based.
+    pub layer: usize,
+    /// Patch grid (rows, columns) of the heat maps.
+    pub grid: (usize, usize),
+    pub queries: Vec<QueryHeat>,
+}
+
+/// One query point's attention over the patches, as the overlays draw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryHeat {
+    /// Token index (prefix tokens included), as the overlays' row titles name it.
+    pub token: usize,
+    /// Patch (row, column), 0-based.
+    pub patch: (usize, usize),
+    /// The weights over the patches, row-major, scaled to a maximum of 1 ([`patch_heat`]).
+    pub heat: Vec<f32>,
 }
 
 /// A fixed probe batch (normalised images B x 3 x H x W) and its noise options: built once per
@@ -150,6 +207,14 @@ impl Probe {
     pub fn run(&self, model: &Dpt, step: u64) -> Result<ProbeOutput, ProbeError> {
         let mut timing = ProbeTiming::default();
         let batch = self.images.size()[0];
+        let layers = model.encoder().blocks().len();
+        let strip_layer = self.options.strip_layer.unwrap_or(layers);
+        if strip_layer == 0 || strip_layer > layers {
+            return Err(ProbeError::StripLayer {
+                layer: strip_layer,
+                layers,
+            });
+        }
         let mut per_image: Vec<Vec<LayerIndicators>> = Vec::with_capacity(batch as usize);
         let mut overlays = None;
         for b in 0..batch {
@@ -164,15 +229,23 @@ impl Probe {
                     grid,
                     &QUERY_POINTS,
                     step,
+                    strip_layer,
                 )?);
             }
             per_image.push(self.indicators(model, &image, b as u64, clean, &mut timing)?);
         }
         let record = SpectralRecord::from_layers(step, average_over_images(per_image)?);
+        let Overlays {
+            figure,
+            strip,
+            image,
+        } = overlays.expect("the batch holds at least one image");
         Ok(ProbeOutput {
             record,
             sigma: sigma_spectra(model, step)?,
-            overlays: overlays.expect("the batch holds at least one image"),
+            overlays: figure,
+            strip,
+            image,
             timing,
         })
     }
@@ -274,23 +347,139 @@ impl Probe {
 
 impl ProbeOutput {
     /// Appends the record to `<run>/spectral.jsonl` and the sigma spectra to `<run>/sigma.jsonl`,
-    /// and writes the overlays as `<run>/attention/step_NNNNNN.png`.
+    /// writes the overlays as `<run>/attention/step_NNNNNN.png`, appends the strip column to
+    /// `<run>/attention/over_training.jsonl` and redraws `<run>/attention/over_training.png`
+    /// from every column of this layer logged so far.
     pub fn write(&self, run_dir: &Path) -> Result<ProbeFiles, ProbeError> {
         let spectral = append_record(run_dir, &self.record)?;
         let sigma = match &self.sigma {
             Some(s) => Some(append_line(run_dir, SIGMA_FILE, |f| s.write_jsonl(f))?),
             None => None,
         };
-        let overlays = run_dir
-            .join(ATTENTION_DIR)
-            .join(format!("step_{:06}.png", self.record.step));
+        let attention = run_dir.join(ATTENTION_DIR);
+        let overlays = attention.join(format!("step_{:06}.png", self.record.step));
         glassbox_data::io::write_png(&overlays, &self.overlays)?;
+        let line = serde_json::to_value(&self.strip).expect("a strip column is plain data");
+        crate::train::logs::append(&attention.join(OVER_TRAINING_LOG), &line)?;
+        let columns: Vec<StripColumn> = read_strip_log(run_dir)
+            .into_iter()
+            .filter(|c| c.layer == self.strip.layer)
+            .collect();
+        let strip = attention.join(OVER_TRAINING_PNG);
+        glassbox_data::io::write_png(&strip, &over_training_strip(&self.image, &columns)?)?;
         Ok(ProbeFiles {
             spectral,
             sigma,
             overlays,
+            strip,
         })
     }
+}
+
+/// The strip columns a run has logged (`attention/over_training.jsonl`), one per probe step in
+/// step order (a step logged twice keeps its last line); a missing file or a torn line gives
+/// nothing for it. The run page reads it to name the strip's layer.
+pub fn read_strip_log(run_dir: &Path) -> Vec<StripColumn> {
+    let path = run_dir.join(ATTENTION_DIR).join(OVER_TRAINING_LOG);
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut by_step = std::collections::BTreeMap::new();
+    for column in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<StripColumn>(l).ok())
+    {
+        by_step.insert(column.step, column);
+    }
+    by_step.into_values().collect()
+}
+
+/// The probe steps the strip shows out of `n` logged ones: all of them up to [`STRIP_STEPS`],
+/// else [`STRIP_STEPS`] evenly spread from the first to the last.
+fn strip_steps(n: usize) -> Vec<usize> {
+    if n <= STRIP_STEPS {
+        return (0..n).collect();
+    }
+    let mut picked: Vec<usize> = (0..STRIP_STEPS)
+        .map(|i| (i * (n - 1) + (STRIP_STEPS - 1) / 2) / (STRIP_STEPS - 1))
+        .collect();
+    picked.dedup();
+    picked
+}
+
+/// The "over training" strip of one layer: a row per query point (titled with its token, as in
+/// the per-step overlays), the input with the query patch framed, then one column per probe step
+/// (titled "step N") of the mean-over-heads attention over `image`, with its colour bar. Columns
+/// whose grid or queries differ from the last one's (another model in the same folder) are left
+/// out rather than drawn wrongly.
+pub fn over_training_strip(
+    image: &RgbImage,
+    columns: &[StripColumn],
+) -> Result<RgbImage, ProbeError> {
+    let Some(last) = columns.last() else {
+        return Err(ProbeError::Maps {
+            layer: 0,
+            message: "no probe step to draw over training".into(),
+        });
+    };
+    let (gh, gw) = last.grid;
+    let fits = |c: &&StripColumn| {
+        c.grid == last.grid
+            && c.layer == last.layer
+            && c.queries.len() == last.queries.len()
+            && c.queries.iter().all(|q| q.heat.len() == gh * gw)
+    };
+    let usable: Vec<&StripColumn> = columns.iter().filter(fits).collect();
+    let shown: Vec<&StripColumn> = strip_steps(usable.len())
+        .into_iter()
+        .map(|i| usable[i])
+        .collect();
+    let rows: Vec<Vec<RgbImage>> = last
+        .queries
+        .iter()
+        .enumerate()
+        .map(|(q, query)| {
+            let (r, c) = query.patch;
+            std::iter::once(mark_patch(image, r, c, gh, gw))
+                .chain(shown.iter().map(|column| {
+                    let heat = Array2::from_shape_vec((gh, gw), column.queries[q].heat.clone())
+                        .expect("the heat maps fit the grid (checked above)");
+                    overlay(image, heat.view(), 0.6)
+                }))
+                .collect()
+        })
+        .collect();
+    let row_titles: Vec<String> = last
+        .queries
+        .iter()
+        .map(|q| query_title(q.token, q.patch))
+        .collect();
+    let column_titles: Vec<String> = std::iter::once("query patch (white frame)".to_string())
+        .chain(shown.iter().map(|c| format!("step {}", c.step)))
+        .collect();
+    let skipped = if shown.len() < usable.len() {
+        format!(", {} of {} probes shown", shown.len(), usable.len())
+    } else {
+        String::new()
+    };
+    let title = format!(
+        "layer {} over training: attention of the framed query patch over the patches, mean \
+         over heads{skipped}",
+        last.layer
+    );
+    Ok(TitledGrid {
+        title: &title,
+        column_titles: &column_titles,
+        row_titles: &row_titles,
+        rows: &rows,
+        min_tile: 96,
+        bar: ("weight / row max", "1", "0"),
+    }
+    .render()
+    .map_err(Box::new)?)
+}
+
+/// The row title of a query point, the same in the per-step overlays and the strip.
+fn query_title(token: usize, (r, c): (usize, usize)) -> String {
+    format!("query token {token} (patch {}, {})", r + 1, c + 1)
 }
 
 /// Appends one record to `<run>/spectral.jsonl` (created if missing) and returns its path.
@@ -455,14 +644,24 @@ pub fn patch_heat(keys: ndarray::ArrayView1<f32>, (gh, gw): (usize, usize)) -> A
     Array2::from_shape_fn((gh, gw), |(i, j)| patches[i * gw + j] / max)
 }
 
-/// The attention overlays of `points` on one image (1 x 3 x H x W) from its clean maps.
+/// What the overlays of one probe give: the per-step figure, the strip layer's column and the
+/// image both are drawn over.
+struct Overlays {
+    figure: RgbImage,
+    strip: StripColumn,
+    image: RgbImage,
+}
+
+/// The attention overlays of `points` on one image (1 x 3 x H x W) from its clean maps, and the
+/// heat maps of `strip_layer` (1-based) for the over-training strip.
 fn attention_overlays(
     image: &Tensor,
     maps: &[AttentionMaps],
     (gh, gw): (usize, usize),
     points: &[(f64, f64)],
     step: u64,
-) -> Result<RgbImage, ProbeError> {
+    strip_layer: usize,
+) -> Result<Overlays, ProbeError> {
     let rgb = to_array(&image.f_get(0)?)
         .into_dimensionality::<Ix3>()
         .map_err(|e| ProbeError::Maps {
@@ -472,6 +671,12 @@ fn attention_overlays(
     let base = rgb_image(rgb.view());
     let mut rows: Vec<Vec<RgbImage>> = points.iter().map(|_| Vec::new()).collect();
     let mut row_titles = Vec::with_capacity(points.len());
+    let mut strip = StripColumn {
+        step,
+        layer: strip_layer,
+        grid: (gh, gw),
+        queries: Vec::with_capacity(points.len()),
+    };
     for (layer, map) in maps.iter().enumerate() {
         // Mean over heads: H x N x N -> N x N.
         let mean = to_array(
@@ -491,17 +696,22 @@ fn attention_overlays(
         })?;
         for ((py, px), row) in points.iter().zip(rows.iter_mut()) {
             let (r, c) = patch_at(*py, *px, gh, gw);
+            let token = prefix + r * gw + c;
             if layer == 0 {
                 row.push(mark_patch(&base, r, c, gh, gw));
-                row_titles.push(format!(
-                    "query token {} (patch {}, {})",
-                    prefix + r * gw + c,
-                    r + 1,
-                    c + 1
-                ));
+                row_titles.push(query_title(token, (r, c)));
             }
-            let heat = patch_heat(mean.row(prefix + r * gw + c), (gh, gw));
+            let heat = patch_heat(mean.row(token), (gh, gw));
             row.push(overlay(&base, heat.view(), 0.6));
+            if layer + 1 == strip_layer {
+                // Three decimals are finer than the colour map's 256 levels and keep the log of
+                // a long dpt-base run (24 x 24 patches, three queries) at a few kB per probe.
+                strip.queries.push(QueryHeat {
+                    token,
+                    patch: (r, c),
+                    heat: heat.iter().map(|v| (v * 1000.0).round() / 1000.0).collect(),
+                });
+            }
         }
     }
     // Layers are numbered from 1, as in the logs, the hooks and `--attention-layer`.
@@ -511,7 +721,7 @@ fn attention_overlays(
     let title = format!(
         "step {step}: attention of the framed query patch over the patches, mean over heads"
     );
-    Ok(TitledGrid {
+    let figure = TitledGrid {
         title: &title,
         column_titles: &column_titles,
         row_titles: &row_titles,
@@ -520,7 +730,12 @@ fn attention_overlays(
         bar: ("weight / row max", "1", "0"),
     }
     .render()
-    .map_err(Box::new)?)
+    .map_err(Box::new)?;
+    Ok(Overlays {
+        figure,
+        strip,
+        image: base,
+    })
 }
 
 /// How many prefix tokens (CLS) come before the gh x gw patch tokens among `tokens`, if the
@@ -624,6 +839,73 @@ mod tests {
         assert_eq!(cls_prefix(577, (24, 24)), Some(1));
         assert_eq!(cls_prefix(1 + 4 * 6, (4, 6)), Some(1));
         assert_eq!(cls_prefix(3, (4, 4)), None);
+    }
+
+    /// A strip column of `queries` queries on a 2 x 2 grid, all weight on patch `hot`.
+    fn column(step: u64, layer: usize, queries: usize, hot: usize) -> StripColumn {
+        StripColumn {
+            step,
+            layer,
+            grid: (2, 2),
+            queries: (0..queries)
+                .map(|q| QueryHeat {
+                    token: 1 + q,
+                    patch: (q / 2 % 2, q % 2),
+                    heat: (0..4).map(|i| if i == hot { 1.0 } else { 0.0 }).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_strip_has_a_column_per_probe_step_after_the_query_column() {
+        // 16 x 16 tiles are enlarged 6x to 96 px; TitledGrid's layout: 150 px of row titles,
+        // 10 px gaps, the bar (14 + 62 + 50 px), a 26 px title and a 34 px header.
+        let image = RgbImage::from_pixel(16, 16, Rgb([90, 90, 90]));
+        let width = |steps: u64| {
+            let columns: Vec<StripColumn> = (0..steps).map(|s| column(s * 10, 4, 3, 0)).collect();
+            let strip = over_training_strip(&image, &columns).unwrap();
+            assert_eq!(strip.height(), 26 + 34 + 3 * (96 + 10), "a row per query");
+            strip.width()
+        };
+        assert_eq!(width(1), 150 + 2 * (96 + 10) + 14 + 62 + 50);
+        assert_eq!(width(3), width(2) + 96 + 10);
+        // A long run shows STRIP_STEPS of its probes, the first and the last among them.
+        assert_eq!(width(40), width(STRIP_STEPS as u64));
+        let picked = strip_steps(40);
+        assert_eq!(picked.len(), STRIP_STEPS);
+        assert_eq!((picked[0], picked[STRIP_STEPS - 1]), (0, 39));
+        assert!(picked.windows(2).all(|w| w[0] < w[1]), "{picked:?}");
+        // A column of another grid or query count is left out, not drawn wrongly.
+        let mut odd = column(5, 4, 2, 1);
+        odd.grid = (1, 4);
+        let mixed = [column(0, 4, 3, 0), odd, column(10, 4, 3, 3)];
+        let strip = over_training_strip(&image, &mixed).unwrap();
+        assert_eq!(strip.width(), width(2));
+        assert!(over_training_strip(&image, &[]).is_err());
+    }
+
+    #[test]
+    fn the_strip_log_keeps_one_column_per_step_in_step_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(ATTENTION_DIR).join(OVER_TRAINING_LOG);
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let line = |c: &StripColumn| serde_json::to_string(c).unwrap();
+        let text = format!(
+            "{}\n{}\n{{\"step\": 7, torn\n{}\n",
+            line(&column(4, 2, 3, 0)),
+            line(&column(0, 2, 3, 0)),
+            line(&column(4, 2, 3, 2)),
+        );
+        std::fs::write(&log, text).unwrap();
+        let columns = read_strip_log(dir.path());
+        assert_eq!(columns.iter().map(|c| c.step).collect::<Vec<_>>(), [0, 4]);
+        assert_eq!(
+            columns[1],
+            column(4, 2, 3, 2),
+            "the later line of a step wins"
+        );
+        assert!(read_strip_log(&dir.path().join("missing")).is_empty());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use glassbox_spectral::plot::{
 
 use crate::train::logs::read_series;
 
-use glassbox_data::colormap::{colorize_depth, rgb_image, turbo};
+use glassbox_data::colormap::{colorize_depth, colorize_labels, label_color, rgb_image, turbo};
 use glassbox_metrics::median;
 use image::{Rgb, RgbImage};
 use ndarray::{Array2, ArrayView2, ArrayView3};
@@ -31,27 +31,8 @@ pub fn training_curves(
     evals: &EvalSeries,
     stem: &Path,
 ) -> Result<Vec<std::path::PathBuf>, SpectralError> {
-    let points = |series: &[(usize, f64)]| -> Vec<(f64, f64)> {
-        series.iter().map(|&(s, v)| (s as f64, v)).collect()
-    };
-    let smooth: Vec<(f64, f64)> = (0..losses.len())
-        .map(|i| {
-            let from = i.saturating_sub(LOSS_SMOOTHING - 1);
-            let window = &losses[from..=i];
-            let mean = window.iter().map(|(_, l)| l).sum::<f64>() / window.len() as f64;
-            (losses[i].0 as f64, mean)
-        })
-        .collect();
-    // Every panel spans the whole run, and the constant baseline (a property of the validation
-    // images, the same at every step) is drawn across it.
-    let x_range = match (losses.first(), losses.last()) {
-        (Some(a), Some(b)) => Some((a.0 as f64, b.0 as f64)),
-        _ => None,
-    };
-    let baseline: Vec<(f64, f64)> = match (x_range, evals.abs_rel_baseline.last()) {
-        (Some((lo, hi)), Some(&(_, b))) => vec![(lo, b), (hi, b)],
-        _ => points(&evals.abs_rel_baseline),
-    };
+    let x_range = run_range(losses);
+    let baseline = across(&evals.abs_rel_baseline, x_range);
     let curve = |label: &str, style, points| Curve {
         label: label.to_string(),
         style,
@@ -78,21 +59,7 @@ pub fn training_curves(
             .collect(),
         };
     let panels = [
-        CurvePanel {
-            title: "training loss".into(),
-            x_desc: "optimiser step".into(),
-            y_desc: "loss".into(),
-            log_y: true,
-            x_range,
-            curves: vec![
-                curve("loss per step", CurveStyle::Faint(0), points(losses)),
-                curve(
-                    &format!("{LOSS_SMOOTHING}-step moving average"),
-                    CurveStyle::Main(0),
-                    smooth,
-                ),
-            ],
-        },
+        loss_panel(losses, x_range),
         validation(
             "validation AbsRel (lower is better)",
             "AbsRel",
@@ -113,6 +80,113 @@ pub fn training_curves(
     curve_panels(&panels, 3, stem)
 }
 
+/// The training curves of a segmentation run, as [`training_curves`] lays them out: the
+/// training loss, the validation mIoU and the validation pixel accuracy, each against the
+/// majority-class baseline.
+pub fn segmentation_curves(
+    losses: &[(usize, f64)],
+    evals: &EvalSeries,
+    stem: &Path,
+) -> Result<Vec<std::path::PathBuf>, SpectralError> {
+    let x_range = run_range(losses);
+    let curve = |label: &str, style, points| Curve {
+        label: label.to_string(),
+        style,
+        points,
+    };
+    let panel =
+        |title: &str, y_desc: &str, model: &[(usize, f64)], baseline: &[(usize, f64)]| CurvePanel {
+            title: title.into(),
+            x_desc: "optimiser step".into(),
+            y_desc: y_desc.into(),
+            log_y: false,
+            x_range,
+            curves: vec![
+                curve("model", CurveStyle::Main(1), points(model)),
+                curve(
+                    "majority class everywhere",
+                    CurveStyle::Reference,
+                    across(baseline, x_range),
+                ),
+            ],
+        };
+    let panels = [
+        loss_panel(losses, x_range),
+        panel(
+            "validation mIoU (higher is better)",
+            "mIoU",
+            &evals.miou,
+            &evals.miou_baseline,
+        ),
+        panel(
+            "validation pixel accuracy (higher is better)",
+            "pixel accuracy",
+            &evals.pixel_accuracy,
+            &evals.pixel_accuracy_baseline,
+        ),
+    ];
+    curve_panels(&panels, 3, stem)
+}
+
+/// (step, value) pairs as plot points.
+pub(crate) fn points(series: &[(usize, f64)]) -> Vec<(f64, f64)> {
+    series.iter().map(|&(s, v)| (s as f64, v)).collect()
+}
+
+/// The steps a run's loss log spans: every panel shows the whole run.
+pub(crate) fn run_range(losses: &[(usize, f64)]) -> Option<(f64, f64)> {
+    match (losses.first(), losses.last()) {
+        (Some(a), Some(b)) => Some((a.0 as f64, b.0 as f64)),
+        _ => None,
+    }
+}
+
+/// A baseline (a property of the validation images, the same at every step) as a line across
+/// the whole run at its last value.
+fn across(series: &[(usize, f64)], x_range: Option<(f64, f64)>) -> Vec<(f64, f64)> {
+    match (x_range, series.last()) {
+        (Some((lo, hi)), Some(&(_, b))) => vec![(lo, b), (hi, b)],
+        _ => points(series),
+    }
+}
+
+/// The trailing [`LOSS_SMOOTHING`]-step moving average of a loss log, as plot points: the one
+/// smoothing of every loss curve (a run's own figure and the comparison page), so the two agree.
+pub fn moving_average(losses: &[(usize, f64)]) -> Vec<(f64, f64)> {
+    (0..losses.len())
+        .map(|i| {
+            let from = i.saturating_sub(LOSS_SMOOTHING - 1);
+            let window = &losses[from..=i];
+            let mean = window.iter().map(|(_, l)| l).sum::<f64>() / window.len() as f64;
+            (losses[i].0 as f64, mean)
+        })
+        .collect()
+}
+
+/// The training-loss panel: the loss per step and its moving average on a log axis.
+fn loss_panel(losses: &[(usize, f64)], x_range: Option<(f64, f64)>) -> CurvePanel {
+    let smooth = moving_average(losses);
+    CurvePanel {
+        title: "training loss".into(),
+        x_desc: "optimiser step".into(),
+        y_desc: "loss".into(),
+        log_y: true,
+        x_range,
+        curves: vec![
+            Curve {
+                label: "loss per step".into(),
+                style: CurveStyle::Faint(0),
+                points: points(losses),
+            },
+            Curve {
+                label: format!("{LOSS_SMOOTHING}-step moving average"),
+                style: CurveStyle::Main(0),
+                points: smooth,
+            },
+        ],
+    }
+}
+
 /// The validation series of a run's `eval.jsonl`, as (step, value) pairs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EvalSeries {
@@ -121,6 +195,10 @@ pub struct EvalSeries {
     pub abs_rel_baseline: Vec<(usize, f64)>,
     pub delta1: Vec<(usize, f64)>,
     pub delta1_scale_shift: Vec<(usize, f64)>,
+    pub miou: Vec<(usize, f64)>,
+    pub miou_baseline: Vec<(usize, f64)>,
+    pub pixel_accuracy: Vec<(usize, f64)>,
+    pub pixel_accuracy_baseline: Vec<(usize, f64)>,
 }
 
 impl EvalSeries {
@@ -133,6 +211,10 @@ impl EvalSeries {
             abs_rel_baseline: series("abs_rel_baseline"),
             delta1: series("delta1"),
             delta1_scale_shift: series("delta1_scale_shift"),
+            miou: series("miou"),
+            miou_baseline: series("miou_baseline"),
+            pixel_accuracy: series("pixel_accuracy"),
+            pixel_accuracy_baseline: series("pixel_accuracy_baseline"),
         }
     }
 }
@@ -430,6 +512,160 @@ pub enum ReportError {
     Data(#[from] glassbox_data::DataError),
 }
 
+/// One row of a segmentation contact sheet: input, predicted classes, ground-truth classes.
+pub struct SegmentationRow {
+    pub rgb: RgbImage,
+    pub predicted: Array2<u8>,
+    pub labels: Array2<u8>,
+}
+
+/// Class ids as the 8-bit maps the colour palette reads; ids beyond 254 (and the ignore label)
+/// saturate to the ignore label's black.
+pub fn class_map_u8(classes: ArrayView2<i64>) -> Array2<u8> {
+    classes.mapv(|c| u8::try_from(c).unwrap_or(glassbox_data::IGNORE_LABEL))
+}
+
+/// Writes the segmentation contact sheet as PNG: columns input | prediction | ground truth under
+/// a header, tiles enlarged to at least 160 px, and a legend of every class the pictures show
+/// (swatch, id and name; black = ignored).
+pub fn write_segmentation_sheet(
+    path: &Path,
+    rows: &[SegmentationRow],
+    class_names: &[String],
+) -> Result<(), ReportError> {
+    let (tw, th) = rows
+        .first()
+        .map_or((1, 1), |r| (r.rgb.width(), r.rgb.height()));
+    let k = MIN_TILE.div_ceil(tw.min(th).max(1)).max(1);
+    let (cw, ch) = (tw * k, th * k);
+    let shown: std::collections::BTreeSet<u8> = rows
+        .iter()
+        .flat_map(|r| r.predicted.iter().chain(r.labels.iter()).copied())
+        .collect();
+    let legend_x = GAP + 3 * (cw + GAP);
+    let legend = legend_entries(&shown, class_names);
+    let legend_height = HEADER + legend.len() as u32 * LEGEND_ROW;
+    let width = legend_x + LEGEND_WIDTH;
+    let height = (HEADER + rows.len().max(1) as u32 * (ch + GAP)).max(legend_height + GAP);
+    let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    let mut labels = Vec::new();
+    for (c, title) in ["input", "prediction", "ground truth"]
+        .into_iter()
+        .enumerate()
+    {
+        let x = GAP + c as u32 * (cw + GAP) + cw / 2;
+        labels.push(text_label(title, x, HEADER / 2, 13.0, TextAnchor::Center));
+    }
+    for (r, row) in rows.iter().enumerate() {
+        let y0 = HEADER + r as u32 * (ch + GAP);
+        let tiles = [
+            row.rgb.clone(),
+            colorize_labels(row.predicted.view()),
+            colorize_labels(row.labels.view()),
+        ];
+        for (c, tile) in tiles.iter().enumerate() {
+            let big = image::imageops::resize(tile, cw, ch, image::imageops::FilterType::Nearest);
+            let x = GAP + c as u32 * (cw + GAP);
+            image::imageops::replace(&mut sheet, &big, x.into(), y0.into());
+        }
+    }
+    draw_legend(&mut sheet, &mut labels, (legend_x, 0), &legend);
+    Ok(glassbox_data::io::write_png(
+        path,
+        &with_labels(sheet, &labels)?,
+    )?)
+}
+
+const LEGEND_ROW: u32 = 20;
+const LEGEND_WIDTH: u32 = 190;
+
+/// (colour, text) of each class in `shown`, in id order, the ignore label last.
+pub fn legend_entries(
+    shown: &std::collections::BTreeSet<u8>,
+    class_names: &[String],
+) -> Vec<([u8; 3], String)> {
+    let ignore = glassbox_data::IGNORE_LABEL;
+    let mut entries: Vec<([u8; 3], String)> = shown
+        .iter()
+        .filter(|&&c| c != ignore)
+        .map(|&c| {
+            let name = class_names
+                .get(usize::from(c))
+                .cloned()
+                .unwrap_or_else(|| format!("class {c}"));
+            (label_color(c), format!("{c} {name}"))
+        })
+        .collect();
+    if shown.contains(&ignore) {
+        entries.push((label_color(ignore), "ignored / void".into()));
+    }
+    entries
+}
+
+/// Draws a titled class legend (a swatch and its text per entry) with its top-left at `origin`.
+pub fn draw_legend(
+    sheet: &mut RgbImage,
+    labels: &mut Vec<TextLabel>,
+    (x0, y0): (u32, u32),
+    entries: &[([u8; 3], String)],
+) {
+    labels.push(text_label(
+        "classes",
+        x0,
+        y0 + HEADER / 2,
+        13.0,
+        TextAnchor::Left,
+    ));
+    for (i, (colour, text)) in entries.iter().enumerate() {
+        let y = y0 + HEADER + i as u32 * LEGEND_ROW;
+        for dy in 0..LEGEND_ROW - 6 {
+            for dx in 0..LEGEND_ROW - 6 {
+                // A grey outline keeps black and white swatches visible.
+                let edge = dx == 0 || dy == 0 || dx == LEGEND_ROW - 7 || dy == LEGEND_ROW - 7;
+                let c = if edge { [120, 120, 120] } else { *colour };
+                if x0 + dx < sheet.width() && y + dy < sheet.height() {
+                    sheet.put_pixel(x0 + dx, y + dy, Rgb(c));
+                }
+            }
+        }
+        labels.push(text_label(
+            text,
+            x0 + LEGEND_ROW,
+            y + (LEGEND_ROW - 6) / 2,
+            12.0,
+            TextAnchor::Left,
+        ));
+    }
+}
+
+/// A colour label map with its legend on the right, as `predict` writes it.
+pub fn label_map_with_legend(
+    classes: ArrayView2<u8>,
+    class_names: &[String],
+) -> Result<RgbImage, ReportError> {
+    let map = colorize_labels(classes);
+    let shown: std::collections::BTreeSet<u8> = classes.iter().copied().collect();
+    let entries = legend_entries(&shown, class_names);
+    let (w, h) = map.dimensions();
+    let height = h.max(HEADER + entries.len() as u32 * LEGEND_ROW + GAP);
+    let mut sheet = RgbImage::from_pixel(w + GAP + LEGEND_WIDTH, height, Rgb([255, 255, 255]));
+    image::imageops::replace(&mut sheet, &map, 0, 0);
+    let mut labels = Vec::new();
+    draw_legend(&mut sheet, &mut labels, (w + GAP, 0), &entries);
+    with_labels(sheet, &labels)
+}
+
+fn text_label(text: &str, x: u32, y: u32, size: f64, anchor: TextAnchor) -> TextLabel {
+    TextLabel {
+        text: text.to_string(),
+        x: x as i32,
+        y: y as i32,
+        size,
+        anchor,
+        color: (20, 20, 20),
+    }
+}
+
 /// Blends a heat map (values in [0, 1], any size: resized nearest) over an image, turbo coloured.
 pub fn overlay(base: &RgbImage, heat: ArrayView2<f32>, alpha: f32) -> RgbImage {
     let (hh, hw) = heat.dim();
@@ -460,6 +696,7 @@ mod tests {
             abs_rel_baseline: vec![(50, 0.37), (100, 0.37)],
             delta1: vec![(50, 0.5), (100, 0.7)],
             delta1_scale_shift: vec![(50, 0.6), (100, 0.8)],
+            ..EvalSeries::default()
         };
         let stem = dir.path().join("loss_curve");
         let files = training_curves(&losses, &evals, &stem).unwrap();

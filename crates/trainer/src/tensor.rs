@@ -96,6 +96,19 @@ pub fn to_array3(t: &Tensor) -> Array3<f32> {
         .expect("a three-dimensional tensor")
 }
 
+/// An H x W tensor of class ids (predicted argmax or labels) as a CPU i64 array.
+pub fn to_class_map(t: &Tensor) -> Array2<i64> {
+    let t = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Int64)
+        .contiguous();
+    let shape = t.size();
+    let values = Vec::<i64>::try_from(&t.reshape([-1])).expect("an integer tensor converts");
+    Array2::from_shape_vec((shape[0] as usize, shape[1] as usize), values)
+        .expect("a two-dimensional tensor")
+}
+
 /// A C x H x W array as a 1 x C x H x W tensor on `device`.
 pub fn image_tensor(rgb: ArrayView3<f32>, device: Device) -> Tensor {
     let (c, h, w) = rgb.dim();

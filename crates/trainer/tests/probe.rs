@@ -168,6 +168,29 @@ fn probe_output_extends_the_run_logs_and_writes_overlays() {
         .filter(|&(x, y)| rgb.get_pixel(x, y).0[0] < 100)
         .count();
     assert!(dark > 50, "{dark} dark pixels in the title");
+    // The over-training strip: the last layer by default, the query column and one column per
+    // probe step, tiles as above.
+    let strip = glassbox_trainer::probe::read_strip_log(dir.path());
+    let logged: Vec<(u64, usize)> = strip.iter().map(|c| (c.step, c.layer)).collect();
+    assert_eq!(logged, [(0, LAYERS), (5, LAYERS)]);
+    let (width, _) =
+        image::image_dimensions(dir.path().join(ATTENTION_DIR).join("over_training.png")).unwrap();
+    assert_eq!(width, 150 + 3 * (128 + 10) + 14 + 62 + 50);
+    // A chosen layer (1-based) must be one of the encoder's.
+    let chosen = |layer: usize| {
+        let images = Tensor::randn([1, 3, 48, 64], (Kind::Float, Device::Cpu));
+        let options = ProbeOptions {
+            draws: 0,
+            strip_layer: Some(layer),
+            ..ProbeOptions::default()
+        };
+        Probe::new(images, options).unwrap().run(&model, 7)
+    };
+    assert_eq!(chosen(2).unwrap().strip.layer, 2);
+    for layer in [0, LAYERS + 1] {
+        let err = chosen(layer).unwrap_err().to_string();
+        assert!(err.contains("layers 1 to 4"), "{err}");
+    }
 }
 
 #[test]
@@ -214,6 +237,12 @@ fn training_probes_at_start_every_n_steps_and_at_the_end_and_resume_adds_no_dupl
     // step-0 probe.
     assert_eq!(steps(SPECTRAL_FILE), [0, 2, 3, 4, 5]);
     assert_eq!(steps(SIGMA_FILE), [0, 2, 3, 4, 5]);
+    // The over-training strip's log is cut back and continued the same way.
+    let strip = glassbox_trainer::probe::read_strip_log(dir.path());
+    assert_eq!(
+        strip.iter().map(|c| c.step).collect::<Vec<_>>(),
+        [0, 2, 3, 4, 5]
+    );
     assert!(
         dir.path()
             .join(ATTENTION_DIR)

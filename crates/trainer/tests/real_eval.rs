@@ -15,7 +15,7 @@ fn untrained() -> Trainer {
     Trainer::new(&TrainConfig::preset("test").unwrap(), Device::Cpu).unwrap()
 }
 
-fn assert_finite(report: &glassbox_trainer::eval::EvalReport) {
+fn assert_finite(report: &glassbox_trainer::eval::DepthReport) {
     for m in [&report.median, &report.scale_shift, &report.baseline] {
         assert!(m.to_array().iter().all(|v| v.is_finite()), "{m:?}");
     }

@@ -231,8 +231,9 @@ fn steps_on(dir: &Path, dataset: glassbox_trainer::overrides::DatasetKind, split
     assert_eq!(summary.steps, 3);
     assert!(summary.losses.iter().all(|(_, l)| l.is_finite()));
     let eval = summary.eval.expect("a final validation");
+    let depth = eval.depth().expect("a depth run");
     assert!(
-        eval.images >= 1 && eval.median.abs_rel.is_finite(),
+        depth.images >= 1 && depth.median.abs_rel.is_finite(),
         "{eval:?}"
     );
 }
@@ -352,6 +353,26 @@ fn the_default_svda_spectrum_steps_at_its_own_learning_rate() {
     }
 }
 
+/// Asserts that every image and link of the HTML page at `path` is a file beside it; returns how
+/// many there are.
+fn assert_links_resolve(path: &Path) -> usize {
+    let page = std::fs::read_to_string(path).unwrap();
+    let dir = path.parent().unwrap();
+    let mut links = 0;
+    for attribute in ["src=\"", "href=\""] {
+        for piece in page.split(attribute).skip(1) {
+            let target = &piece[..piece.find('"').unwrap()];
+            assert!(
+                dir.join(target).is_file(),
+                "{} links {target}, which does not exist",
+                path.display()
+            );
+            links += 1;
+        }
+    }
+    links
+}
+
 #[test]
 fn every_run_leaves_one_page_whose_links_resolve_and_whose_figures_are_labelled() {
     let mut config = TrainConfig::preset("test").unwrap();
@@ -359,34 +380,81 @@ fn every_run_leaves_one_page_whose_links_resolve_and_whose_figures_are_labelled(
     config.optim.steps = 4;
     config.schedule.spectral_every = 2;
     config.schedule.eval_every = 2;
-    let dir = tempfile::tempdir().unwrap();
-    let options = TrainOptions {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("svda");
+    let options = |dir: &Path| TrainOptions {
         report: true,
-        ..options(dir.path(), false, None)
+        ..options(dir, false, None)
     };
-    train(&config, &options).unwrap();
-    let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
-    // Every image and link of the page is a file beside it.
-    let mut links = 0;
-    for attribute in ["src=\"", "href=\""] {
-        for piece in page.split(attribute).skip(1) {
-            let target = &piece[..piece.find('"').unwrap()];
-            assert!(
-                dir.path().join(target).is_file(),
-                "index.html links {target}, which does not exist"
-            );
-            links += 1;
-        }
-    }
+    train(&config, &options(&dir)).unwrap();
+    let page = std::fs::read_to_string(dir.join("index.html")).unwrap();
     // Curves, contact sheet, depth profiles, indicators over steps, sigma spectra (PNG + SVG
-    // each for the plotted ones) and the last attention overlay.
-    assert!(links >= 10, "{links} links");
-    for section in ["Validation", "Training curves", "Configuration", "sigma"] {
+    // each for the plotted ones), the last attention overlay and the over-training strip.
+    let links = assert_links_resolve(&dir.join("index.html"));
+    assert!(links >= 11, "{links} links");
+    for section in [
+        "Validation",
+        "Training curves",
+        "Configuration",
+        "sigma",
+        "Attention over training",
+        "attention/over_training.png",
+    ] {
         assert!(page.contains(section), "the page lacks {section:?}");
     }
-    let svg = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let svg = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
     assert!(svg("loss_curve.svg").contains("optimiser step"));
     assert!(svg("loss_curve.svg").contains("loss (log scale)"));
     let profiles = svg("figures/depth_profiles.svg");
     assert!(profiles.contains("layer") && profiles.contains("uniform attention"));
+
+    // A second run, probed less often (steps 0 and 4), to compare with.
+    let mut standard = config.clone();
+    standard.set_attention(glassbox_attention::AttentionKind::Standard);
+    standard.schedule.spectral_every = 4;
+    let other = root.path().join("standard");
+    train(&standard, &options(&other)).unwrap();
+
+    // The strip: the last layer by default, one column per probe step after the query column.
+    let layers = config.model.encoder.num_layers;
+    let strip = glassbox_trainer::probe::read_strip_log(&dir);
+    assert_eq!(strip.iter().map(|c| c.step).collect::<Vec<_>>(), [0, 2, 4]);
+    assert!(
+        strip
+            .iter()
+            .all(|c| c.layer == layers && c.queries.len() == 3)
+    );
+    let width = |run: &Path, file: &str| {
+        image::image_dimensions(run.join("attention").join(file))
+            .unwrap()
+            .0
+    };
+    // TitledGrid: 150 px of row titles and 14 + 62 + 50 px of colour bar around the columns.
+    let column = (width(&dir, "step_000004.png") - 276) / (layers as u32 + 1);
+    assert_eq!(width(&dir, "over_training.png"), 276 + (1 + 3) * column);
+    assert_eq!(width(&other, "over_training.png"), 276 + (1 + 2) * column);
+
+    // The comparison page: tables side by side, curves overlaid, spectral figures of both.
+    let out = root.path().join("comparison");
+    let comparison = glassbox_trainer::comparison::compare(&[dir, other], &out).unwrap();
+    assert_eq!(comparison.spectral_runs, 2);
+    assert!(assert_links_resolve(&comparison.index) >= 8);
+    let page = std::fs::read_to_string(&comparison.index).unwrap();
+    for text in [
+        "<th>svda</th><th>standard</th>",
+        "AbsRel ↓",
+        "svda/indicators_over_steps",
+    ] {
+        assert!(page.contains(text), "the comparison lacks {text:?}");
+    }
+    let curves = std::fs::read_to_string(out.join("training_curves.svg")).unwrap();
+    for text in [
+        "svda",
+        "standard",
+        "optimiser step",
+        "loss (log scale)",
+        "AbsRel",
+    ] {
+        assert!(curves.contains(text), "the overlaid curves lack {text:?}");
+    }
 }

@@ -41,6 +41,10 @@ pub struct ReaderOptions {
     /// 352x1216 window out of every map; `Garg` and `Eigen` keep the image whole and mark depth
     /// outside their window invalid (the model still sees the context).
     pub crop: Crop,
+    /// The class count of the model that will read the labels: a label file holding a class id
+    /// at or above it (other than the ignore label) is an error naming the file, not a crash in
+    /// the loss. `None` accepts every id.
+    pub num_classes: Option<usize>,
 }
 
 /// One sample's files.
@@ -311,6 +315,19 @@ impl FileDataset {
                 if self.reduce_zero_label {
                     labels.mapv_inplace(reduce_zero_label);
                 }
+                if let Some(classes) = self.options.num_classes
+                    && let Some(((row, col), &class)) = labels
+                        .indexed_iter()
+                        .find(|(_, c)| **c != IGNORE_LABEL && usize::from(**c) >= classes)
+                {
+                    return Err(DataError::LabelOutOfRange {
+                        path: path.clone(),
+                        class,
+                        row,
+                        col,
+                        num_classes: classes,
+                    });
+                }
                 Some(labels)
             }
             None => None,
@@ -461,6 +478,44 @@ mod tests {
             .map(reduce_zero_label)
             .collect();
         assert_eq!(mapped, [IGNORE_LABEL, 0, 149, 253, IGNORE_LABEL]);
+    }
+
+    #[test]
+    fn a_label_file_with_a_class_beyond_the_model_or_of_another_size_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["rgb", "labels"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let rgb = ndarray::Array3::<f32>::zeros((3, 4, 6));
+        crate::io::write_rgb(&root.join("rgb/a.png"), rgb.view()).unwrap();
+        let mut labels = Array2::<u8>::from_elem((4, 6), 2);
+        labels[[1, 3]] = IGNORE_LABEL;
+        labels[[2, 5]] = 7;
+        crate::io::write_labels_png(&root.join("labels/a.png"), labels.view()).unwrap();
+        let open = |num_classes| {
+            let options = ReaderOptions {
+                num_classes,
+                ..Default::default()
+            };
+            FileDataset::folder(root, 1.0, options).unwrap().get(0)
+        };
+        open(Some(8)).unwrap();
+        open(None).unwrap();
+        let err = open(Some(5)).unwrap_err();
+        assert!(
+            matches!(err, DataError::LabelOutOfRange { class: 7, .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("labels/a.png") && text.contains("class 7"),
+            "{text}"
+        );
+        let small = Array2::<u8>::zeros((4, 5));
+        crate::io::write_labels_png(&root.join("labels/a.png"), small.view()).unwrap();
+        let err = open(Some(8)).unwrap_err().to_string();
+        assert!(err.contains("labels/a.png") && err.contains("5x4"), "{err}");
     }
 
     #[test]

@@ -1,44 +1,55 @@
-//! The grid schema: a TOML file of attention kinds x readouts x hook sets x seeds (refusing
-//! unknown keys), and its plan, one validated training configuration per run.
+//! The grid schema: a TOML file of segmentation decoders x attention kinds x readouts x hook sets x
+//! seeds (refusing unknown keys), and its plan, one validated training configuration per run.
 
 use std::path::{Path, PathBuf};
 
 use glassbox_attention::AttentionKind;
 use glassbox_data::SourceConfig;
-use glassbox_decoder::Readout;
+use glassbox_decoder::{Readout, SegmentationDecoder};
+use glassbox_dpt::HeadConfig;
 use serde::{Deserialize, Serialize};
 
 use super::AblateError;
-use crate::config::TrainConfig;
+use crate::config::{Task, TrainConfig};
 
-/// Grids shipped with the crate, by name: `default` (the reduced grid `cargo xtask ablate` runs)
-/// and `full` (every factor level of `docs/training.md` but the keep ratio).
+/// Grids shipped with the crate, by name: `default` (the reduced grid `cargo xtask ablate` runs),
+/// `full` (every factor level of `docs/training.md` but the keep ratio) and `segmentation` (DPT's
+/// head against DEPICT-SA and DEPICT-CA).
 pub const GRID_PRESETS: &[(&str, &str)] = &[
     ("default", include_str!("../../grids/default.toml")),
     ("full", include_str!("../../grids/full.toml")),
+    (
+        "segmentation",
+        include_str!("../../grids/segmentation.toml"),
+    ),
 ];
 
 /// Which data every run of the grid trains and validates on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GridDataset {
-    /// Rendered indoor scenes (the `default` training preset's data).
+    /// Rendered indoor scenes (the data of the `default` and `segmentation` training presets,
+    /// with depth and the renderer's class labels).
     #[default]
     Synthetic,
     /// A 7-Scenes sequence (`data_root`, default the shared red-kitchen sample).
     Sevenscenes,
 }
 
-/// An ablation grid as written in TOML; every combination of the four lists is one run.
+/// An ablation grid as written in TOML; every combination of the lists is one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grid {
     /// Folder of the ablation (`<out>/<name>`).
     pub name: String,
     /// Training preset the runs start from; default: `default` for synthetic data,
-    /// `sevenscenes` for 7-Scenes.
+    /// `sevenscenes` for 7-Scenes. `segmentation` makes them segmentation runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// `depth` or `segmentation`: overrides the base preset's task, so a small preset (`test`)
+    /// can train segmentation; default the base preset's own task.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "task_name")]
+    pub task: Option<Task>,
     #[serde(default)]
     pub dataset: GridDataset,
     /// 7-Scenes sequence folder.
@@ -58,6 +69,10 @@ pub struct Grid {
     /// Encoder blocks (1-based) whose outputs the decoder reassembles.
     pub hooks: Vec<Vec<usize>>,
     pub seeds: Vec<u64>,
+    /// Segmentation decoders to compare (`dpt`, `depict-sa`, `depict-ca`); empty = the base
+    /// preset's own head. Only segmentation runs have a choice of decoder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decoder: Vec<SegmentationDecoder>,
 }
 
 /// One model variant of a grid (a run without its seed).
@@ -66,16 +81,39 @@ pub struct Variant {
     pub attention: AttentionKind,
     pub readout: Readout,
     pub hooks: Vec<usize>,
+    /// The segmentation decoder, when the grid varies it (absent in depth grids and in results
+    /// written before the decoder axis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<SegmentationDecoder>,
 }
 
 impl Variant {
-    /// `svda / project / 3,6,9,12`.
+    /// `svda / project / 3,6,9,12`, or `depict-sa / svda / project / 3,6,9,12` with a decoder.
     pub fn label(&self) -> String {
+        let decoder = self
+            .decoder
+            .map(|d| format!("{} / ", d.name()))
+            .unwrap_or_default();
         format!(
-            "{} / {} / {}",
+            "{decoder}{} / {} / {}",
             attention_name(self.attention),
             readout_name(self.readout),
             join_hooks(&self.hooks, ",")
+        )
+    }
+
+    /// The run folder name of this variant at `seed`: `svda-project-h3-6-9-12-s0`, with the
+    /// decoder first when set (`depict-sa-svda-project-h3-6-9-12-s0`).
+    pub fn run_name(&self, seed: u64) -> String {
+        let decoder = self
+            .decoder
+            .map(|d| format!("{}-", d.name()))
+            .unwrap_or_default();
+        format!(
+            "{decoder}{}-{}-h{}-s{seed}",
+            attention_name(self.attention),
+            readout_name(self.readout),
+            join_hooks(&self.hooks, "-")
         )
     }
 }
@@ -124,8 +162,8 @@ impl Grid {
         Ok(grid)
     }
 
-    /// Every run of the grid (attention, then readout, then hooks, then seed, slowest first), each
-    /// with a validated configuration.
+    /// Every run of the grid (decoder, then attention, then readout, then hooks, then seed,
+    /// slowest first), each with a validated configuration.
     pub fn plan(&self) -> Result<Vec<PlannedRun>, AblateError> {
         let invalid = |message: String| AblateError::Invalid {
             grid: self.name.clone(),
@@ -167,44 +205,71 @@ impl Grid {
         repeated("readout", has_duplicates(&self.readout))?;
         repeated("hooks", has_duplicates(&self.hooks))?;
         repeated("seeds", has_duplicates(&self.seeds))?;
+        repeated("decoder", has_duplicates(&self.decoder))?;
 
         let base = self.base_config()?;
+        if !self.decoder.is_empty() && base.task() != Task::Segmentation {
+            return Err(invalid(format!(
+                "decoder lists {} but the runs are depth runs, which have one decoder; set \
+                 base = \"segmentation\" or task = \"segmentation\"",
+                self.decoder
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let decoders: Vec<Option<SegmentationDecoder>> = if self.decoder.is_empty() {
+            vec![None]
+        } else {
+            self.decoder.iter().copied().map(Some).collect()
+        };
         let mut runs = Vec::new();
-        for &attention in &self.attention {
-            for &readout in &self.readout {
-                for hooks in &self.hooks {
-                    for &seed in &self.seeds {
-                        let variant = Variant {
-                            attention,
-                            readout,
-                            hooks: hooks.clone(),
-                        };
-                        let name = format!(
-                            "{}-{}-h{}-s{seed}",
-                            attention_name(attention),
-                            readout_name(readout),
-                            join_hooks(hooks, "-")
-                        );
-                        let mut config = base.clone();
-                        config.name = name.clone();
-                        config.seed = seed;
-                        config.set_attention(attention);
-                        config.model.decoder.readout = readout;
-                        config.model.encoder.hooks = hooks.clone();
-                        config
-                            .validate()
-                            .map_err(|e| invalid(format!("run {name}: {e}")))?;
-                        runs.push(PlannedRun {
-                            name,
-                            variant,
-                            seed,
-                            config,
-                        });
+        for &decoder in &decoders {
+            for &attention in &self.attention {
+                for &readout in &self.readout {
+                    for hooks in &self.hooks {
+                        for &seed in &self.seeds {
+                            let variant = Variant {
+                                attention,
+                                readout,
+                                hooks: hooks.clone(),
+                                decoder,
+                            };
+                            let name = variant.run_name(seed);
+                            let mut config = base.clone();
+                            config.name = name.clone();
+                            config.seed = seed;
+                            config.set_attention(attention);
+                            config.model.decoder.readout = readout;
+                            config.model.encoder.hooks = hooks.clone();
+                            if let Some(decoder) = decoder {
+                                config
+                                    .set_decoder(decoder)
+                                    .map_err(|e| invalid(format!("run {name}: {e}")))?;
+                            }
+                            config
+                                .validate()
+                                .map_err(|e| invalid(format!("run {name}: {e}")))?;
+                            check_depict(&config)
+                                .map_err(|e| invalid(format!("run {name}: {e}")))?;
+                            runs.push(PlannedRun {
+                                name,
+                                variant,
+                                seed,
+                                config,
+                            });
+                        }
                     }
                 }
             }
         }
         Ok(runs)
+    }
+
+    /// What the grid's runs predict: the `task` field, else the base preset's task.
+    pub fn run_task(&self) -> Result<Task, AblateError> {
+        Ok(self.base_config()?.task())
     }
 
     /// The configuration every run shares before its variant and seed are set.
@@ -217,6 +282,7 @@ impl Grid {
             .to_string()
         });
         let mut c = TrainConfig::preset(&preset)?;
+        // The data first, so a segmentation head takes the class count of the grid's data.
         match (self.dataset, &c.data.train) {
             (GridDataset::Synthetic, SourceConfig::Synthetic { .. }) => {}
             (GridDataset::Synthetic, _) => c.data = TrainConfig::preset("default")?.data,
@@ -229,6 +295,20 @@ impl Grid {
                     grid: self.name.clone(),
                     message: format!("data_root: {e}"),
                 })?;
+        }
+        if let Some(task) = self.task {
+            c.set_task(task, None).map_err(|e| AblateError::Invalid {
+                grid: self.name.clone(),
+                message: format!("task {}: {e}", task.name()),
+            })?;
+        }
+        if c.task() == Task::Segmentation && self.dataset == GridDataset::Sevenscenes {
+            return Err(AblateError::Invalid {
+                grid: self.name.clone(),
+                message: "segmentation runs need class labels, which 7-Scenes does not have; \
+                          use dataset = \"synthetic\""
+                    .into(),
+            });
         }
         if let Some(size) = self.image_size {
             c.data.image_size = size;
@@ -244,6 +324,18 @@ impl Grid {
         c.schedule.spectral_every = self.steps;
         c.schedule.checkpoint_every = self.checkpoint_every.unwrap_or(50).min(self.steps);
         Ok(c)
+    }
+}
+
+/// Whether a DEPICT decoder fits the encoder's width (its heads must divide it), which the
+/// training configuration's own validation leaves to the model build: a grid refuses such a run
+/// before training any other.
+fn check_depict(config: &TrainConfig) -> Result<(), glassbox_decoder::DecoderError> {
+    match &config.model.head {
+        HeadConfig::Segmentation(head) => head
+            .depict()
+            .map_or(Ok(()), |d| d.validate(config.model.encoder.hidden_size)),
+        HeadConfig::Depth {} => Ok(()),
     }
 }
 
@@ -273,4 +365,24 @@ pub(super) fn join_hooks(hooks: &[usize], separator: &str) -> String {
         .map(|h| h.to_string())
         .collect::<Vec<_>>()
         .join(separator)
+}
+
+/// `task = "depth" | "segmentation"` in grid TOML, by [`Task::name`] (the training
+/// configuration's task has no serde form of its own: it follows from the model head).
+mod task_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::config::Task;
+
+    pub fn serialize<S: Serializer>(task: &Option<Task>, s: S) -> Result<S::Ok, S::Error> {
+        match task {
+            Some(task) => s.serialize_str(task.name()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Task>, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map(Some).map_err(serde::de::Error::custom)
+    }
 }

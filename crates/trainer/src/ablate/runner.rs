@@ -139,16 +139,24 @@ pub fn run_grid(grid: &Grid, options: &AblateOptions) -> Result<AblationSummary,
             });
         };
         let record = final_record(&run_dir);
+        let depth = eval.depth().map(|d| &d.median);
+        let segmentation = eval.segmentation();
         let result = RunResult {
             run: run.name.clone(),
             variant: run.variant.clone(),
             seed: run.seed,
             steps: outcome.steps,
-            abs_rel: eval.median.abs_rel,
-            delta1: eval.median.delta1,
-            rmse: eval.median.rmse,
+            abs_rel: depth.map(|m| m.abs_rel),
+            delta1: depth.map(|m| m.delta1),
+            rmse: depth.map(|m| m.rmse),
+            miou: segmentation.map(|s| s.metrics.miou),
+            pixel_accuracy: segmentation.map(|s| s.metrics.pixel_accuracy),
+            miou_baseline: segmentation.map(|s| s.baseline.miou),
             train_seconds: outcome.train_seconds,
             parameters: outcome.parameters,
+            decoder_parameters: Some(outcome.decoder_parameters),
+            seconds_per_step: (!outcome.losses.is_empty())
+                .then(|| outcome.update_seconds / outcome.losses.len() as f64),
             indicators: record.as_ref().map(mean_indicators),
             selectivity_by_layer: record
                 .as_ref()

@@ -8,21 +8,42 @@ use serde::{Deserialize, Serialize};
 
 use super::grid::{Variant, attention_name, join_hooks, readout_name};
 
-/// What one finished run contributes to the tables (`result.json` in its folder).
+/// What one finished run contributes to the tables (`result.json` in its folder). A depth run
+/// fills the depth scores, a segmentation run the segmentation scores; the optional fields read
+/// as absent from `result.json` files written before they existed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
     pub run: String,
     pub variant: Variant,
     pub seed: u64,
     pub steps: usize,
-    /// Final validation, median-scaled depth.
-    pub abs_rel: f64,
-    pub delta1: f64,
-    pub rmse: f64,
+    /// Final validation of a depth run, median-scaled depth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abs_rel: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+    /// Final validation of a segmentation run: mean IoU over the classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miou: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_accuracy: Option<f64>,
+    /// mIoU of a constant prediction of the most frequent class, the floor a model must beat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miou_baseline: Option<f64>,
     /// Wall time of the run over all its invocations (training, the final validation and the
     /// spectral probes).
     pub train_seconds: f64,
     pub parameters: i64,
+    /// Trainable parameters outside the encoder (decoder and head, or DEPICT): what a decoder
+    /// comparison costs in weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_parameters: Option<i64>,
+    /// Wall time per optimiser update of the invocation that finished the run (validation,
+    /// probes and checkpoints excluded); absent when that invocation made no update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_per_step: Option<f64>,
     /// Final spectral indicators, mean over layers and heads (absent if the run had no probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indicators: Option<Indicators>,
@@ -76,15 +97,22 @@ impl Stat {
     }
 }
 
-/// The measures of a group of runs (one variant over seeds, or one factor level).
+/// The measures of a group of runs (one variant over seeds, or one factor level). An optional
+/// measure is over the runs that have it, `None` when none has (depth scores of segmentation
+/// runs and the reverse).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroupStats {
     pub runs: usize,
-    pub abs_rel: Stat,
-    pub delta1: Stat,
-    pub rmse: Stat,
+    pub abs_rel: Option<Stat>,
+    pub delta1: Option<Stat>,
+    pub rmse: Option<Stat>,
+    pub miou: Option<Stat>,
+    pub pixel_accuracy: Option<Stat>,
+    pub miou_baseline: Option<Stat>,
     pub train_seconds: Stat,
+    pub seconds_per_step: Option<Stat>,
     pub parameters: Stat,
+    pub decoder_parameters: Option<Stat>,
     /// Per indicator, over the runs that have it.
     pub indicators: Vec<(Indicator, Stat)>,
 }
@@ -94,6 +122,9 @@ impl GroupStats {
     pub fn of(results: &[&RunResult]) -> Option<GroupStats> {
         let stat =
             |f: fn(&RunResult) -> f64| Stat::of(&results.iter().map(|r| f(r)).collect::<Vec<_>>());
+        let some = |f: fn(&RunResult) -> Option<f64>| {
+            Stat::of(&results.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+        };
         let indicators = Indicator::ALL
             .into_iter()
             .filter_map(|i| {
@@ -106,11 +137,16 @@ impl GroupStats {
             .collect();
         Some(GroupStats {
             runs: results.len(),
-            abs_rel: stat(|r| r.abs_rel)?,
-            delta1: stat(|r| r.delta1)?,
-            rmse: stat(|r| r.rmse)?,
+            abs_rel: some(|r| r.abs_rel),
+            delta1: some(|r| r.delta1),
+            rmse: some(|r| r.rmse),
+            miou: some(|r| r.miou),
+            pixel_accuracy: some(|r| r.pixel_accuracy),
+            miou_baseline: some(|r| r.miou_baseline),
             train_seconds: stat(|r| r.train_seconds)?,
+            seconds_per_step: some(|r| r.seconds_per_step),
             parameters: stat(|r| r.parameters as f64)?,
+            decoder_parameters: some(|r| r.decoder_parameters.map(|p| p as f64)),
             indicators,
         })
     }
@@ -127,16 +163,25 @@ impl GroupStats {
 /// The factors a grid varies, for the per-factor tables and bar charts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Factor {
+    /// The segmentation decoder (one level, `–`, in depth grids).
+    Decoder,
     Attention,
     Readout,
     Hooks,
 }
 
 impl Factor {
-    pub const ALL: [Factor; 3] = [Factor::Attention, Factor::Readout, Factor::Hooks];
+    /// In the order of the per-factor tables and figures.
+    pub const ALL: [Factor; 4] = [
+        Factor::Decoder,
+        Factor::Attention,
+        Factor::Readout,
+        Factor::Hooks,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            Factor::Decoder => "decoder",
             Factor::Attention => "attention",
             Factor::Readout => "readout",
             Factor::Hooks => "hooks",
@@ -146,6 +191,7 @@ impl Factor {
     /// The level of this factor in a variant, as printed.
     pub fn level(self, variant: &Variant) -> String {
         match self {
+            Factor::Decoder => variant.decoder.map_or("–", |d| d.name()).into(),
             Factor::Attention => attention_name(variant.attention).into(),
             Factor::Readout => readout_name(variant.readout).into(),
             Factor::Hooks => join_hooks(&variant.hooks, ","),

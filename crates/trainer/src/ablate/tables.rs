@@ -1,6 +1,8 @@
 //! The tables and figures of an ablation folder: `results.csv` (one row per variant),
 //! `runs.csv` (one row per run), `results.md` (per variant and per factor, mean ± std over seeds,
-//! beside the uniform-attention reference) and `figures/`.
+//! beside the uniform-attention reference) and `figures/`. Depth grids report AbsRel, δ1 and RMSE;
+//! segmentation grids mIoU, pixel accuracy, the majority-class baseline, the decoder's parameters
+//! and the time per update.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,12 +10,15 @@ use std::path::{Path, PathBuf};
 use glassbox_spectral::plot::{Bar, BarPanel};
 use glassbox_spectral::{Indicator, SpectralRecord};
 
+use glassbox_decoder::SegmentationDecoder;
+
 use super::AblateError;
-use super::grid::{Grid, GridDataset, attention_name, join_hooks, readout_name};
+use super::grid::{Grid, GridDataset, Variant, attention_name, join_hooks, readout_name};
 use super::stats::{
     Factor, GroupStats, RunResult, Stat, aggregate_factor, aggregate_variants, final_record,
     mean_record,
 };
+use crate::config::Task;
 use crate::fs::write_atomic;
 
 /// The indicators of `docs/spectral.md` as table columns (robustness to sigma noise is SVDA only),
@@ -48,12 +53,67 @@ pub fn write_tables(
     results: &[RunResult],
     planned: usize,
 ) -> Result<(), AblateError> {
-    write_atomic(&dir.join("results.csv"), results_csv(results).as_bytes())?;
-    write_atomic(&dir.join("runs.csv"), runs_csv(results).as_bytes())?;
-    let figures = write_figures(dir, results)?;
-    let md = results_markdown(grid, results, planned, &figures);
+    // The grid knows its task even before any run has finished.
+    let task = grid.run_task().unwrap_or_else(|_| results_task(results));
+    write_atomic(
+        &dir.join("results.csv"),
+        results_csv_for(task, results).as_bytes(),
+    )?;
+    write_atomic(
+        &dir.join("runs.csv"),
+        runs_csv_for(task, results).as_bytes(),
+    )?;
+    let figures = write_figures(dir, results, task)?;
+    let md = markdown_for(task, grid, results, planned, &figures);
     write_atomic(&dir.join("results.md"), md.as_bytes())?;
     Ok(())
+}
+
+/// Segmentation when any run has segmentation scores, else depth.
+fn results_task(results: &[RunResult]) -> Task {
+    if results.iter().any(|r| r.miou.is_some()) {
+        Task::Segmentation
+    } else {
+        Task::Depth
+    }
+}
+
+/// A table cell of an optional number: `digits` decimals, or empty.
+fn cell_opt(value: Option<f64>, digits: usize) -> String {
+    value.map_or(String::new(), |v| format!("{v:.*}", digits))
+}
+
+/// `depict-sa`, or `–` for a variant without a decoder axis.
+fn decoder_name(variant: &Variant) -> &'static str {
+    variant.decoder.map_or("–", |d| d.name())
+}
+
+/// Mean decoder parameters of the DPT-head variant a variant compares with: the one with the
+/// same attention, readout and hooks, else the first DPT-head variant of the grid; `None` when the
+/// grid has no DPT-head variant.
+fn dpt_decoder_parameters(variants: &[(Variant, GroupStats)], variant: &Variant) -> Option<f64> {
+    let is_dpt = |v: &Variant| v.decoder == Some(SegmentationDecoder::Dpt);
+    let twin = Variant {
+        decoder: Some(SegmentationDecoder::Dpt),
+        ..variant.clone()
+    };
+    variants
+        .iter()
+        .find(|(v, _)| *v == twin)
+        .or_else(|| variants.iter().find(|(v, _)| is_dpt(v)))
+        .and_then(|(_, s)| s.decoder_parameters)
+        .map(|s| s.mean)
+}
+
+/// A variant's decoder parameters as a percentage of the DPT head's.
+fn decoder_share(
+    variants: &[(Variant, GroupStats)],
+    variant: &Variant,
+    s: &GroupStats,
+) -> Option<f64> {
+    let dpt = dpt_decoder_parameters(variants, variant)?;
+    let own = s.decoder_parameters?.mean;
+    (dpt > 0.0).then(|| 100.0 * own / dpt)
 }
 
 fn fmt_opt(stat: Option<&Stat>, digits: usize) -> (String, String) {
@@ -65,8 +125,16 @@ fn fmt_opt(stat: Option<&Stat>, digits: usize) -> (String, String) {
     })
 }
 
-/// One row per variant: mean and std over seeds of every measure and indicator.
+/// One row per variant: mean and std over seeds of every measure and indicator (the depth or the
+/// segmentation columns, after the runs' task).
 pub fn results_csv(results: &[RunResult]) -> String {
+    results_csv_for(results_task(results), results)
+}
+
+fn results_csv_for(task: Task, results: &[RunResult]) -> String {
+    if task == Task::Segmentation {
+        return segmentation_results_csv(results);
+    }
     let mut out = String::from(
         "attention,readout,hooks,seeds,abs_rel_mean,abs_rel_std,delta1_mean,delta1_std,\
          rmse_mean,rmse_std,train_seconds_mean,train_seconds_std,parameters",
@@ -76,19 +144,17 @@ pub fn results_csv(results: &[RunResult]) -> String {
     }
     out.push('\n');
     for (v, s) in aggregate_variants(results) {
+        let (abs_rel, abs_rel_std) = fmt_opt(s.abs_rel.as_ref(), 6);
+        let (delta1, delta1_std) = fmt_opt(s.delta1.as_ref(), 6);
+        let (rmse, rmse_std) = fmt_opt(s.rmse.as_ref(), 6);
         let _ = write!(
             out,
-            "{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.2},{:.2},{:.0}",
+            "{},{},{},{},{abs_rel},{abs_rel_std},{delta1},{delta1_std},{rmse},{rmse_std},{:.2},\
+             {:.2},{:.0}",
             attention_name(v.attention),
             readout_name(v.readout),
             join_hooks(&v.hooks, " "),
             s.runs,
-            s.abs_rel.mean,
-            s.abs_rel.std,
-            s.delta1.mean,
-            s.delta1.std,
-            s.rmse.mean,
-            s.rmse.std,
             s.train_seconds.mean,
             s.train_seconds.std,
             s.parameters.mean
@@ -102,8 +168,16 @@ pub fn results_csv(results: &[RunResult]) -> String {
     out
 }
 
-/// One row per run, with its final spectral indicators.
+/// One row per run, with its final spectral indicators (the depth or the segmentation columns,
+/// after the runs' task).
 pub fn runs_csv(results: &[RunResult]) -> String {
+    runs_csv_for(results_task(results), results)
+}
+
+fn runs_csv_for(task: Task, results: &[RunResult]) -> String {
+    if task == Task::Segmentation {
+        return segmentation_runs_csv(results);
+    }
     let mut out = String::from(
         "run,attention,readout,hooks,seed,steps,abs_rel,delta1,rmse,train_seconds,parameters",
     );
@@ -114,27 +188,107 @@ pub fn runs_csv(results: &[RunResult]) -> String {
     for r in results {
         let _ = write!(
             out,
-            "{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.2},{}",
+            "{},{},{},{},{},{},{},{},{},{:.2},{}",
             r.run,
             attention_name(r.variant.attention),
             readout_name(r.variant.readout),
             join_hooks(&r.variant.hooks, " "),
             r.seed,
             r.steps,
-            r.abs_rel,
-            r.delta1,
-            r.rmse,
+            cell_opt(r.abs_rel, 6),
+            cell_opt(r.delta1, 6),
+            cell_opt(r.rmse, 6),
             r.train_seconds,
             r.parameters
         );
+        indicator_cells(&mut out, r);
+        out.push('\n');
+    }
+    out
+}
+
+/// `,value` per indicator column of a run (empty when it lacks the indicator).
+fn indicator_cells(out: &mut String, r: &RunResult) {
+    for (i, _) in INDICATOR_COLUMNS {
+        let _ = write!(out, ",{}", cell_opt(r.indicators.and_then(|x| x.get(i)), 6));
+    }
+}
+
+/// `results.csv` of a segmentation grid: mIoU, pixel accuracy and the majority baseline, the
+/// costs (parameters, decoder parameters and their share of the DPT head's, time per update),
+/// then the indicators.
+fn segmentation_results_csv(results: &[RunResult]) -> String {
+    let mut out = String::from(
+        "decoder,attention,readout,hooks,seeds,miou_mean,miou_std,pixel_accuracy_mean,\
+         pixel_accuracy_std,miou_baseline_mean,miou_baseline_std,train_seconds_mean,\
+         train_seconds_std,seconds_per_step_mean,seconds_per_step_std,parameters,\
+         decoder_parameters,decoder_parameters_pct_dpt",
+    );
+    for (i, _) in INDICATOR_COLUMNS {
+        let _ = write!(out, ",{0}_mean,{0}_std", i.name());
+    }
+    out.push('\n');
+    let variants = aggregate_variants(results);
+    for (v, s) in &variants {
+        let (miou, miou_std) = fmt_opt(s.miou.as_ref(), 6);
+        let (acc, acc_std) = fmt_opt(s.pixel_accuracy.as_ref(), 6);
+        let (base, base_std) = fmt_opt(s.miou_baseline.as_ref(), 6);
+        let (sps, sps_std) = fmt_opt(s.seconds_per_step.as_ref(), 6);
+        let _ = write!(
+            out,
+            "{},{},{},{},{},{miou},{miou_std},{acc},{acc_std},{base},{base_std},{:.2},{:.2},\
+             {sps},{sps_std},{:.0},{},{}",
+            v.decoder.map_or("", |d| d.name()),
+            attention_name(v.attention),
+            readout_name(v.readout),
+            join_hooks(&v.hooks, " "),
+            s.runs,
+            s.train_seconds.mean,
+            s.train_seconds.std,
+            s.parameters.mean,
+            cell_opt(s.decoder_parameters.map(|p| p.mean), 0),
+            cell_opt(decoder_share(&variants, v, s), 2),
+        );
         for (i, _) in INDICATOR_COLUMNS {
-            let v = r
-                .indicators
-                .and_then(|x| x.get(i))
-                .map(|v| format!("{v:.6}"))
-                .unwrap_or_default();
-            let _ = write!(out, ",{v}");
+            let (m, d) = fmt_opt(s.indicator(i), 6);
+            let _ = write!(out, ",{m},{d}");
         }
+        out.push('\n');
+    }
+    out
+}
+
+/// `runs.csv` of a segmentation grid: one row per run with its scores, costs and indicators.
+fn segmentation_runs_csv(results: &[RunResult]) -> String {
+    let mut out = String::from(
+        "run,decoder,attention,readout,hooks,seed,steps,miou,pixel_accuracy,miou_baseline,\
+         train_seconds,seconds_per_step,parameters,decoder_parameters",
+    );
+    for (i, _) in INDICATOR_COLUMNS {
+        let _ = write!(out, ",{}", i.name());
+    }
+    out.push('\n');
+    for r in results {
+        let _ = write!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{:.2},{},{},{}",
+            r.run,
+            r.variant.decoder.map_or("", |d| d.name()),
+            attention_name(r.variant.attention),
+            readout_name(r.variant.readout),
+            join_hooks(&r.variant.hooks, " "),
+            r.seed,
+            r.steps,
+            cell_opt(r.miou, 6),
+            cell_opt(r.pixel_accuracy, 6),
+            cell_opt(r.miou_baseline, 6),
+            r.train_seconds,
+            cell_opt(r.seconds_per_step, 6),
+            r.parameters,
+            r.decoder_parameters
+                .map_or(String::new(), |p| p.to_string()),
+        );
+        indicator_cells(&mut out, r);
         out.push('\n');
     }
     out
@@ -144,7 +298,27 @@ fn pm(s: &Stat, digits: usize) -> String {
     format!("{:.*} ± {:.*}", digits, s.mean, digits, s.std)
 }
 
-fn results_markdown(
+/// `mean ± std`, or `–` for a measure no run of the group has.
+fn pm_opt(s: Option<&Stat>, digits: usize) -> String {
+    s.map_or_else(|| "–".into(), |s| pm(s, digits))
+}
+
+/// `results.md` of an ablation folder from the results of its finished runs (`planned` = how
+/// many runs the grid has, `figures` = the files [`write_tables`] drew, linked at the end): per
+/// variant and per factor, mean ± std over seeds of the grid's task's scores and costs, then the
+/// spectral tables.
+pub fn results_markdown(
+    grid: &Grid,
+    results: &[RunResult],
+    planned: usize,
+    figures: &[PathBuf],
+) -> String {
+    let task = grid.run_task().unwrap_or_else(|_| results_task(results));
+    markdown_for(task, grid, results, planned, figures)
+}
+
+fn markdown_for(
+    task: Task,
     grid: &Grid,
     results: &[RunResult],
     planned: usize,
@@ -155,6 +329,17 @@ fn results_markdown(
         GridDataset::Synthetic => "synthetic indoor scenes".to_string(),
         GridDataset::Sevenscenes => "7-Scenes".to_string(),
     };
+    if task == Task::Segmentation {
+        segmentation_tables(&mut md, grid, results, planned, &data);
+    } else {
+        depth_tables(&mut md, grid, results, planned, &data);
+    }
+    spectral_tables(&mut md, results, figures);
+    md
+}
+
+/// The summary sentence, the variant table and the per-factor tables of a depth grid.
+fn depth_tables(md: &mut String, grid: &Grid, results: &[RunResult], planned: usize, data: &str) {
     let _ = writeln!(
         md,
         "{} of {planned} runs finished. Budget: {} steps per run on {data}; seeds {}. \
@@ -177,9 +362,9 @@ fn results_markdown(
             readout_name(v.readout),
             join_hooks(&v.hooks, ","),
             s.runs,
-            pm(&s.abs_rel, 4),
-            pm(&s.delta1, 4),
-            pm(&s.rmse, 4),
+            pm_opt(s.abs_rel.as_ref(), 4),
+            pm_opt(s.delta1.as_ref(), 4),
+            pm_opt(s.rmse.as_ref(), 4),
             pm(&s.train_seconds, 1),
             s.parameters.mean
         );
@@ -200,15 +385,118 @@ fn results_markdown(
                 md,
                 "| {level} | {} | {} | {} | {} | {} |",
                 s.runs,
-                pm(&s.abs_rel, 4),
-                pm(&s.delta1, 4),
-                pm(&s.rmse, 4),
+                pm_opt(s.abs_rel.as_ref(), 4),
+                pm_opt(s.delta1.as_ref(), 4),
+                pm_opt(s.rmse.as_ref(), 4),
                 pm(&s.train_seconds, 1)
             );
         }
     }
-    quarter_table(&mut md, results);
-    sigma_table(&mut md, results);
+}
+
+/// The summary sentence, the variant table and the per-factor tables of a segmentation grid:
+/// scores beside the majority-class floor, and what each decoder costs in weights and time.
+fn segmentation_tables(
+    md: &mut String,
+    grid: &Grid,
+    results: &[RunResult],
+    planned: usize,
+    data: &str,
+) {
+    let _ = writeln!(
+        md,
+        "{} of {planned} runs finished. Budget: {} steps per run on {data}; seeds {}. \
+         Metrics: final validation segmentation over the classes of the data; mIoU is the mean \
+         IoU over the classes present in the ground truth or the prediction, majority mIoU that \
+         of predicting the most frequent class everywhere; mean ± std (sample, n - 1) over \
+         seeds. Decoder parameters: trainable parameters outside the encoder; `% DPT` divides \
+         by the DPT head's (same attention, readout and hooks). Seconds per step: wall time of \
+         the training updates over their number, in the invocation that finished the run \
+         (validation, probes and checkpoints excluded). Train time: wall time of the run, \
+         including its final validation and spectral probes.\n",
+        results.len(),
+        grid.steps,
+        grid.seeds
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let variants = aggregate_variants(results);
+    let share = variants
+        .iter()
+        .any(|(v, _)| v.decoder == Some(SegmentationDecoder::Dpt));
+    md.push_str(
+        "## Variants\n\n| decoder | attention | readout | hooks | seeds | mIoU | pixel acc. | \
+         majority mIoU | parameters | decoder parameters |",
+    );
+    md.push_str(if share { " % DPT |" } else { "" });
+    md.push_str(" s / step | train time (s) |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|");
+    md.push_str(if share { "---:|" } else { "" });
+    md.push_str("---:|---:|\n");
+    for (v, s) in &variants {
+        let _ = write!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
+            decoder_name(v),
+            attention_name(v.attention),
+            readout_name(v.readout),
+            join_hooks(&v.hooks, ","),
+            s.runs,
+            pm_opt(s.miou.as_ref(), 4),
+            pm_opt(s.pixel_accuracy.as_ref(), 4),
+            pm_opt(s.miou_baseline.as_ref(), 4),
+            s.parameters.mean,
+            s.decoder_parameters
+                .map_or_else(|| "–".into(), |p| format!("{:.0}", p.mean)),
+        );
+        if share {
+            let pct = decoder_share(&variants, v, s);
+            let _ = write!(
+                md,
+                " {} |",
+                pct.map_or_else(|| "–".into(), |p| format!("{p:.1}%"))
+            );
+        }
+        let _ = writeln!(
+            md,
+            " {} | {} |",
+            pm_opt(s.seconds_per_step.as_ref(), 3),
+            pm(&s.train_seconds, 1)
+        );
+    }
+    for factor in Factor::ALL {
+        let levels = aggregate_factor(results, factor);
+        if levels.len() < 2 {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "\n## By {0} (other factors and seeds pooled)\n\n| {0} | runs | mIoU | pixel acc. | \
+             decoder parameters | s / step | train time (s) |\n|---|---:|---:|---:|---:|---:|---:|",
+            factor.name()
+        );
+        for (level, s) in levels {
+            let _ = writeln!(
+                md,
+                "| {level} | {} | {} | {} | {} | {} | {} |",
+                s.runs,
+                pm_opt(s.miou.as_ref(), 4),
+                pm_opt(s.pixel_accuracy.as_ref(), 4),
+                s.decoder_parameters
+                    .map_or_else(|| "–".into(), |p| format!("{:.0}", p.mean)),
+                pm_opt(s.seconds_per_step.as_ref(), 3),
+                pm(&s.train_seconds, 1)
+            );
+        }
+    }
+}
+
+/// The spectral tables every grid shares (selectivity by depth quarter, SVDA's learned sigma,
+/// the final indicators of every run) and the figure links.
+fn spectral_tables(md: &mut String, results: &[RunResult], figures: &[PathBuf]) {
+    quarter_table(md, results);
+    sigma_table(md, results);
     md.push_str(
         "\n## Final spectral indicators of every run (mean over layers and heads)\n\n\
          `uniform` is what the column before it reads for perfectly uniform attention: 0 for our \
@@ -255,7 +543,6 @@ fn results_markdown(
             let _ = writeln!(md, "![{rel}]({rel})\n");
         }
     }
-    md
 }
 
 /// The selectivity target of docs/results.md: per attention kind (readouts and seeds pooled), the
@@ -356,9 +643,14 @@ fn sigma_table(md: &mut String, results: &[RunResult]) {
     }
 }
 
-/// Bar charts per factor (levels with 2+ values) and indicator depth profiles per variant (one
-/// figure per hook set, so a figure compares at most attention x readout lines).
-fn write_figures(dir: &Path, results: &[RunResult]) -> Result<Vec<PathBuf>, AblateError> {
+/// Bar charts per factor (levels with 2+ values; AbsRel, δ1, RMSE and train time for depth, mIoU
+/// and seconds per step for segmentation) and indicator depth profiles per variant (one figure per
+/// hook set, so a figure compares at most decoder x attention x readout lines).
+fn write_figures(
+    dir: &Path,
+    results: &[RunResult],
+    task: Task,
+) -> Result<Vec<PathBuf>, AblateError> {
     let figures = dir.join("figures");
     let mut written = Vec::new();
     for factor in Factor::ALL {
@@ -366,24 +658,47 @@ fn write_figures(dir: &Path, results: &[RunResult]) -> Result<Vec<PathBuf>, Abla
         if levels.len() < 2 {
             continue;
         }
-        let panel = |title: &str, y: &str, f: fn(&GroupStats) -> Stat| BarPanel {
-            title: format!("{title} by {}", factor.name()),
-            y_desc: y.into(),
-            bars: levels
+        // A panel only when every level has the measure.
+        let panel = |title: &str, y: &str, f: fn(&GroupStats) -> Option<Stat>| {
+            let bars = levels
                 .iter()
-                .map(|(level, s)| Bar {
-                    label: level.clone(),
-                    mean: f(s).mean,
-                    std: f(s).std,
+                .map(|(level, s)| {
+                    f(s).map(|stat| Bar {
+                        label: level.clone(),
+                        mean: stat.mean,
+                        std: stat.std,
+                    })
                 })
-                .collect(),
+                .collect::<Option<Vec<Bar>>>()?;
+            Some(BarPanel {
+                title: format!("{title} by {}", factor.name()),
+                y_desc: y.into(),
+                bars,
+            })
         };
-        let panels = [
-            panel("AbsRel", "AbsRel (lower is better)", |s| s.abs_rel),
-            panel("δ1", "δ1 (higher is better)", |s| s.delta1),
-            panel("RMSE", "RMSE", |s| s.rmse),
-            panel("train time", "seconds per run", |s| s.train_seconds),
-        ];
+        let panels: Vec<BarPanel> = match task {
+            Task::Depth => [
+                panel("AbsRel", "AbsRel (lower is better)", |s| s.abs_rel),
+                panel("δ1", "δ1 (higher is better)", |s| s.delta1),
+                panel("RMSE", "RMSE", |s| s.rmse),
+                panel("train time", "seconds per run", |s| Some(s.train_seconds)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            Task::Segmentation => [
+                panel("mIoU", "mIoU (higher is better)", |s| s.miou),
+                panel("time per step", "seconds per update", |s| {
+                    s.seconds_per_step
+                }),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        };
+        if panels.is_empty() {
+            continue;
+        }
         written.extend(glassbox_spectral::plot::bar_panels(
             &panels,
             &figures.join(format!("factor-{}", factor.name())),
@@ -407,8 +722,12 @@ fn write_figures(dir: &Path, results: &[RunResult]) -> Result<Vec<PathBuf>, Abla
                 .filter_map(|r| final_record(&dir.join("runs").join(&r.run)))
                 .collect();
             if let Some(mean) = mean_record(&records) {
+                let decoder = variant
+                    .decoder
+                    .map(|d| format!("{} / ", d.name()))
+                    .unwrap_or_default();
                 let label = format!(
-                    "{} / {}",
+                    "{decoder}{} / {}",
                     attention_name(variant.attention),
                     readout_name(variant.readout)
                 );

@@ -1,11 +1,13 @@
-//! `glassbox`: train, evaluate and run DPT depth models (`docs/training.md`). A thin layer over
-//! glassbox-trainer: parse flags, call the library, print where things went.
+//! `glassbox`: train, evaluate and run DPT depth and segmentation models (`docs/training.md`). A
+//! thin layer over glassbox-trainer: parse flags, call the library, print where things went.
 //!
-//! - `glassbox train [--preset default|sevenscenes|test] [--config FILE] [overrides] [--resume]`
-//! - `glassbox eval --checkpoint C --dataset nyu|kitti|sevenscenes|folder|synthetic --root PATH`
+//! - `glassbox train [--preset default|sevenscenes|segmentation|test] [--config FILE]
+//!   [--task depth|segmentation] [--decoder dpt|depict-sa|depict-ca] [overrides] [--resume]`
+//! - `glassbox eval --checkpoint C --dataset nyu|kitti|sevenscenes|folder|synthetic|ade20k --root PATH`
 //! - `glassbox predict --checkpoint C [--depth16] [--attention-layer L --token T] IMAGES...`
-//! - `glassbox report RUN_DIR... [--out DIR]` (spectral figures and index.html)
-//! - `glassbox ablate [--grid default|full|FILE] [--out DIR]` (a resumable ablation grid)
+//! - `glassbox report RUN_DIR... [--out DIR]` (a comparison page: metric tables side by side,
+//!   training curves overlaid, spectral figures)
+//! - `glassbox ablate [--grid default|full|segmentation|FILE] [--out DIR]` (a resumable ablation grid)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use clap::{Parser, Subcommand};
 use glassbox_data::{ReaderOptions, SourceConfig};
 use glassbox_metrics::{Crop, DepthEvalConfig};
 use glassbox_trainer::ablate::{self, AblateOptions, Grid};
-use glassbox_trainer::config::TrainConfig;
+use glassbox_trainer::config::{Task, TrainConfig};
 use glassbox_trainer::eval;
 use glassbox_trainer::overrides::{DatasetKind, Overrides};
 use glassbox_trainer::predict::{self, PredictOptions};
@@ -25,7 +27,7 @@ use glassbox_trainer::train::{TrainOptions, resolve_device};
 #[derive(Parser)]
 #[command(
     name = "glassbox",
-    about = "Train, evaluate and run glassbox DPT depth models"
+    about = "Train, evaluate and run glassbox DPT depth and segmentation models"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,7 +38,8 @@ struct Cli {
 enum Cmd {
     /// Train a model; the run folder gets config.toml, logs, checkpoints and a report.
     Train {
-        /// Named preset: default (dpt-tiny, synthetic indoor), sevenscenes or test.
+        /// Named preset: default (dpt-tiny depth, synthetic indoor), sevenscenes, segmentation
+        /// (dpt-tiny classes of synthetic indoor scenes) or test.
         #[arg(long, default_value = "default")]
         preset: String,
         /// A TOML file with a whole configuration (replaces the preset).
@@ -58,7 +61,8 @@ enum Cmd {
     /// Evaluate a checkpoint on a benchmark folder (every frame present, or a split or frame
     /// range) and write the metric table beside it.
     Eval(EvalArgs),
-    /// Write colour-mapped depth (and optionally attention) PNGs for images.
+    /// Write colour-mapped depth, or class maps with a legend, (and optionally attention) PNGs
+    /// for images.
     Predict {
         #[arg(long)]
         checkpoint: PathBuf,
@@ -80,12 +84,12 @@ enum Cmd {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Run an ablation grid (attention x readout x hooks x seeds) in sequence; finished runs are
+    /// Run an ablation grid (decoder x attention x readout x hooks x seeds) in sequence; finished runs are
     /// skipped, a partial run resumes, Ctrl-C stops with a checkpoint. Writes results.csv,
     /// runs.csv, results.md and figures/ in OUT/<grid name>.
     Ablate {
-        /// A shipped grid (default: standard vs SVDA x 3 readouts x 2 seeds; full: 54 runs) or
-        /// a grid TOML file.
+        /// A shipped grid (default: standard vs SVDA x 3 readouts x 2 seeds; full: 54 runs;
+        /// segmentation: DPT head vs DEPICT-SA vs DEPICT-CA x 2 seeds) or a grid TOML file.
         #[arg(long, default_value = "default")]
         grid: String,
         /// Folder holding ablation folders.
@@ -99,13 +103,17 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
-    /// Spectral report of run folders: indicator figures (SVG + PNG) and an index.html.
+    /// Compare run folders on one self-contained page, OUT/index.html: the metric tables side by
+    /// side (a column per run: task, decoder, attention, steps, parameters and the last
+    /// validation's scores), the training loss and headline validation metric overlaid (a curve
+    /// per run), and the spectral indicator figures of the runs that logged probes.
     Report {
-        /// Run folders holding spectral.jsonl (e.g. runs/default runs/default-svda).
+        /// Run folders that have validated at least once (they hold eval.jsonl), e.g.
+        /// runs/default runs/default-svda.
         #[arg(required = true)]
         runs: Vec<PathBuf>,
-        /// Output folder (default: RUN/spectral-report for one run, else spectral-report beside
-        /// the first run).
+        /// Output folder (default: RUN/report for one run, else comparison beside the first
+        /// run).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -243,23 +251,39 @@ fn evaluate(args: EvalArgs) -> Result<()> {
     };
     let kind = format!("{dataset:?}").to_lowercase();
     let [h, w] = loaded.config.data.image_size;
+    let options = ReaderOptions {
+        num_classes: loaded.config.num_classes(),
+        ..ReaderOptions::default()
+    };
     let files = source
-        .open((h, w), ReaderOptions::default())
+        .open((h, w), options)
         .with_context(|| format!("opening {}", source.describe()))?;
-    let report = eval::evaluate_dataset(
-        &loaded.model,
-        loaded.config.output_map().as_ref(),
-        &files,
-        h.min(w),
-        device,
-        protocol,
-        quiet,
-    )?;
+    let table = if loaded.config.task() == Task::Segmentation {
+        eval::evaluate_segmentation_dataset(
+            &loaded.model,
+            &files,
+            h.min(w),
+            device,
+            &loaded.config.class_names(),
+            quiet,
+        )?
+        .markdown()
+    } else {
+        eval::evaluate_dataset(
+            &loaded.model,
+            loaded.config.output_map().as_ref(),
+            &files,
+            h.min(w),
+            device,
+            protocol,
+            quiet,
+        )?
+        .markdown()
+    };
     let table = format!(
-        "# Evaluation of {} on {}\n\n{}",
+        "# Evaluation of {} on {}\n\n{table}",
         checkpoint.display(),
         source.describe(),
-        report.markdown()
     );
     println!("{table}");
     let out = checkpoint
@@ -355,19 +379,17 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Report { runs, out } => {
             let out = out.unwrap_or_else(|| match runs.as_slice() {
-                [one] => one.join("spectral-report"),
-                [first, ..] => first
-                    .parent()
-                    .unwrap_or(Path::new("."))
-                    .join("spectral-report"),
-                [] => PathBuf::from("spectral-report"),
+                [one] => one.join("report"),
+                [first, ..] => first.parent().unwrap_or(Path::new(".")).join("comparison"),
+                [] => PathBuf::from("comparison"),
             });
-            let report = glassbox_spectral::report::render(&runs, &out)
-                .with_context(|| format!("rendering the spectral report into {}", out.display()))?;
+            let page = glassbox_trainer::comparison::compare(&runs, &out)?;
             println!(
-                "{} ({} figures)",
-                report.index.display(),
-                report.figures.len()
+                "{} ({} figures; spectral figures of {} of {} runs)",
+                page.index.display(),
+                page.figures.len(),
+                page.spectral_runs,
+                runs.len()
             );
         }
     }

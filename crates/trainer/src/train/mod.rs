@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use tch::Device;
 
 pub use run::train;
-pub use step::{Trainer, depth_loss};
+pub use step::{Trainer, depth_loss, segmentation_loss, task_loss};
 
 use crate::eval::EvalReport;
 
@@ -37,6 +37,11 @@ pub enum TrainError {
     /// Boxed, like every large source error here, so that results stay small.
     #[error("training data: {0}")]
     Data(Box<glassbox_data::DataError>),
+    #[error(
+        "segmentation needs labels, but training sample {sample} has none; use a source with \
+         label PNGs (ADE20K, a folder with labels/, synthetic scenes)"
+    )]
+    NoLabels { sample: String },
     #[error("the training data stream ended before step {step}")]
     DataEnded { step: usize },
     #[error(transparent)]
@@ -134,6 +139,8 @@ pub struct TrainSummary {
     pub interrupted: bool,
     /// Trainable parameters of the model.
     pub parameters: i64,
+    /// Of those, the parameters outside the encoder (decoder and head, or DEPICT).
+    pub decoder_parameters: i64,
     /// Samples the loader skipped because they failed to load (with `data.skip_bad`).
     pub skipped_samples: usize,
 }

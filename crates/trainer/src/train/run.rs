@@ -22,7 +22,7 @@ use crate::fs::{file_error, write_atomic};
 use crate::optim::lr_factor;
 use crate::probe::{Probe, ProbeOptions};
 use crate::report;
-use crate::tensor::{TensorBatch, to_array2, to_array3};
+use crate::tensor::{TensorBatch, to_array2, to_array3, to_class_map};
 
 /// The validation protocol of a run: its depth range, no crop (training-size images).
 pub fn validation_protocol(config: &TrainConfig) -> DepthEvalConfig {
@@ -45,7 +45,10 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainSummar
 struct Logs {
     metrics: PathBuf,
     eval: PathBuf,
+    depict: PathBuf,
     spectral: [PathBuf; 2],
+    /// The heat maps of the over-training strip: a log like the others, so resume cuts it back.
+    strip: PathBuf,
 }
 
 impl Logs {
@@ -53,15 +56,19 @@ impl Logs {
         Self {
             metrics: dir.join("metrics.jsonl"),
             eval: dir.join("eval.jsonl"),
+            depict: dir.join(crate::whitebox::DEPICT_FILE),
             spectral: [
                 dir.join(glassbox_spectral::SPECTRAL_FILE),
                 dir.join(glassbox_spectral::SIGMA_FILE),
             ],
+            strip: dir
+                .join(glassbox_spectral::ATTENTION_DIR)
+                .join(crate::probe::OVER_TRAINING_LOG),
         }
     }
 
     fn all(&self) -> impl Iterator<Item = &PathBuf> {
-        [&self.metrics, &self.eval]
+        [&self.metrics, &self.eval, &self.depict, &self.strip]
             .into_iter()
             .chain(&self.spectral)
     }
@@ -267,30 +274,41 @@ impl<'a> Run<'a> {
             &self.data.val,
             self.trainer.device,
             validation_protocol(self.config),
+            &self.config.class_names(),
         )?;
-        append(
-            &self.logs.eval,
-            &json!({"step": step, "abs_rel": report.median.abs_rel,
-                    "delta1": report.median.delta1,
-                    "abs_rel_scale_shift": report.scale_shift.abs_rel,
-                    "delta1_scale_shift": report.scale_shift.delta1,
-                    "abs_rel_baseline": report.baseline.abs_rel,
-                    "images": report.images, "time": self.started.elapsed().as_secs_f64()}),
-        )?;
-        self.progress.log(&format!(
-            "step {step}: validation AbsRel {:.4} (median-scaled), {:.4} (scale+shift), \
-             constant baseline {:.4}",
-            report.median.abs_rel, report.scale_shift.abs_rel, report.baseline.abs_rel
-        ));
-        if self
-            .trainer
-            .best_abs_rel
-            .is_none_or(|b| report.median.abs_rel < b)
-        {
-            self.trainer.best_abs_rel = Some(report.median.abs_rel);
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), json!(step));
+        line.extend(report.log_fields());
+        line.insert("time".into(), json!(self.started.elapsed().as_secs_f64()));
+        append(&self.logs.eval, &serde_json::Value::Object(line))?;
+        self.progress
+            .log(&format!("step {step}: {}", report.summary()));
+        self.log_depict(step)?;
+        let headline = report.headline();
+        let best = match report {
+            EvalReport::Depth(_) => &mut self.trainer.best_abs_rel,
+            EvalReport::Segmentation(_) => &mut self.trainer.best_miou,
+        };
+        if headline.beats(*best) {
+            *best = Some(headline.value);
             self.trainer.save_best(&self.dir, self.last_loss)?;
         }
         self.last_eval = Some(report);
+        Ok(())
+    }
+
+    /// Appends DEPICT's white-box diagnostics on the first validation images to `depict.jsonl`
+    /// (nothing for other decoders).
+    fn log_depict(&mut self, step: usize) -> Result<(), TrainError> {
+        if self.trainer.model.depict().is_none() {
+            return Ok(());
+        }
+        let images = first_images(&self.data, 4, self.trainer.device)?;
+        if let Some(diagnostics) = self.trainer.model.depict_diagnostics(&images.rgb)? {
+            let record = crate::whitebox::DepictRecord { step, diagnostics };
+            let line = serde_json::to_value(&record).unwrap_or_default();
+            append(&self.logs.depict, &line)?;
+        }
         Ok(())
     }
 
@@ -358,6 +376,7 @@ impl<'a> Run<'a> {
             train_seconds: self.seconds_before + self.started.elapsed().as_secs_f64(),
             interrupted,
             parameters: self.parameters,
+            decoder_parameters: decoder_parameters(&self.trainer.vs),
             skipped_samples: self.data.train.skipped() + self.data.val.skipped(),
         })
     }
@@ -365,58 +384,99 @@ impl<'a> Run<'a> {
     /// Writes `report.md` (evaluation table), `loss_curve.png` and `contact_sheet.png`.
     fn write_report(&self, eval: &EvalReport) -> Result<(), TrainError> {
         let (dir, config) = (&self.dir, self.config);
-        report::training_curves(
-            &read_losses(&dir.join("metrics.jsonl")),
-            &report::EvalSeries::read(&dir.join("eval.jsonl")),
-            &dir.join("loss_curve"),
-        )
+        let losses = read_losses(&dir.join("metrics.jsonl"));
+        let evals = report::EvalSeries::read(&dir.join("eval.jsonl"));
+        let stem = dir.join("loss_curve");
+        match eval {
+            EvalReport::Depth(_) => report::training_curves(&losses, &evals, &stem),
+            EvalReport::Segmentation(_) => report::segmentation_curves(&losses, &evals, &stem),
+        }
         .map_err(|e| TrainError::Figure(Box::new(e)))?;
         let batch = first_images(
             &self.data,
             config.schedule.sheet_images,
             self.trainer.device,
         )?;
-        let disparity = eval::predict(
-            &self.trainer.model,
-            config.output_map().as_ref(),
-            &batch.rgb,
-        )?;
-        let rows: Vec<_> = (0..batch.len() as i64)
-            .map(|i| {
-                let mask = to_array2(&batch.mask.get(i)).mapv(|m| m > 0.5);
-                report::contact_row(
-                    to_array3(&batch.rgb.get(i)).view(),
-                    to_array2(&disparity.get(i)).view(),
-                    to_array2(&batch.depth.get(i)).view(),
-                    mask.view(),
-                )
-            })
-            .collect();
         let sheet_path = dir.join("contact_sheet.png");
-        report::write_contact_sheet(&sheet_path, &rows)
-            .map_err(|e| TrainError::Report(Box::new(e)))?;
+        let (columns, curves, best) = match eval {
+            EvalReport::Depth(_) => {
+                self.depth_sheet(&batch, &sheet_path)?;
+                (
+                    "Columns of contact_sheet.png: input | prediction (median-scaled) | ground \
+                     truth | relative error (0 blue .. 0.5 red); depth colours span each row's \
+                     ground-truth range (near red, far blue), shown by the bar beside the row in \
+                     metres.",
+                    "validation AbsRel against the constant baseline, and validation δ1",
+                    format!(
+                        "Best median-scaled AbsRel: {:.4}.",
+                        self.trainer.best_abs_rel.unwrap_or(f64::NAN)
+                    ),
+                )
+            }
+            EvalReport::Segmentation(_) => {
+                self.segmentation_sheet(&batch, &sheet_path)?;
+                (
+                    "Columns of contact_sheet.png: input | prediction | ground truth, coloured by \
+                     class (the legend names every class shown; black = ignored).",
+                    "validation mIoU and pixel accuracy against the majority-class baseline",
+                    format!(
+                        "Best mIoU: {:.4}.",
+                        self.trainer.best_miou.unwrap_or(f64::NAN)
+                    ),
+                )
+            }
+        };
+        let decoder = match &config.model.head {
+            glassbox_dpt::HeadConfig::Segmentation(seg) => {
+                format!(
+                    ", {} decoder, {} classes",
+                    seg.decoder.name(),
+                    seg.num_classes
+                )
+            }
+            glassbox_dpt::HeadConfig::Depth {} => String::new(),
+        };
         let mut text = format!(
-            "# Run {name}\n\n{steps} steps, {attention} attention, {h}x{w} images, seed {seed}.\n\n\
+            "# Run {name}\n\n{task}: {steps} steps, {attention} attention{decoder}, {h}x{w} \
+             images, seed {seed}, {parameters} parameters.\n\n\
              Data: {data}.\n\n\
              ## Validation ({images} held-out images)\n\n{table}\n\
-             Best median-scaled AbsRel: {best:.4}.\n\n\
-             Columns of contact_sheet.png: input | prediction (median-scaled) | ground truth | \
-             relative error (0 blue .. 0.5 red); depth colours span each row's ground-truth \
-             range (near red, far blue), shown by the bar beside the row in metres.\nloss_curve.png (and .svg): training loss (raw and \
-             20-step moving average, log scale), validation AbsRel against the constant baseline, \
-             and validation δ1, over optimiser steps.\nindex.html: this report with every figure \
-             of the run.\n",
+             {best}\n\n\
+             {columns}\nloss_curve.png (and .svg): training loss (raw and 20-step moving \
+             average, log scale), {curves}, over optimiser steps.\nindex.html: this report \
+             with every figure of the run.\n",
             name = config.name,
+            task = config.task().name(),
             steps = self.trainer.step,
             attention = config.model.encoder.attention.name(),
             h = config.data.image_size[0],
             w = config.data.image_size[1],
             seed = config.seed,
+            parameters = self.parameters,
             data = self.data.description,
-            images = eval.images,
+            images = eval.images(),
             table = eval.markdown(),
-            best = self.trainer.best_abs_rel.unwrap_or(f64::NAN),
         );
+        let depict = crate::whitebox::read_log(&self.logs.depict);
+        if let Some(last) = depict.last() {
+            let figure = |e| TrainError::Figure(Box::new(e));
+            crate::whitebox::diagnostics_figure(
+                &depict,
+                &dir.join(crate::whitebox::DIAGNOSTICS_STEM),
+            )
+            .map_err(figure)?;
+            crate::whitebox::gram_figure(
+                &self.trainer.model,
+                &dir.join(crate::whitebox::GRAMS_STEM),
+            )
+            .map_err(figure)?;
+            text.push_str(&format!(
+                "\n## DEPICT white-box diagnostics (docs/architecture.md, DEPICT)\n\n{}\n\
+                 Figures: depict_diagnostics.png (over training), depict_grams.png (final Gram \
+                 matrices).\n",
+                crate::whitebox::markdown(last)
+            ));
+        }
         let spectral = dir.join(glassbox_spectral::SPECTRAL_FILE);
         if let Ok(records) = glassbox_spectral::read_spectral_log(&spectral)
             && let Some(last) = records.last()
@@ -431,6 +491,46 @@ impl<'a> Run<'a> {
         write_atomic(&dir.join("report.md"), text.as_bytes())?;
         crate::page::write_run_page(dir).map_err(|e| TrainError::Page(Box::new(e)))?;
         Ok(())
+    }
+}
+
+impl Run<'_> {
+    /// The depth contact sheet of `batch`.
+    fn depth_sheet(&self, batch: &TensorBatch, path: &Path) -> Result<(), TrainError> {
+        let disparity = eval::predict(
+            &self.trainer.model,
+            self.config.output_map().as_ref(),
+            &batch.rgb,
+        )?;
+        let rows: Vec<_> = (0..batch.len() as i64)
+            .map(|i| {
+                let mask = to_array2(&batch.mask.get(i)).mapv(|m| m > 0.5);
+                report::contact_row(
+                    to_array3(&batch.rgb.get(i)).view(),
+                    to_array2(&disparity.get(i)).view(),
+                    to_array2(&batch.depth.get(i)).view(),
+                    mask.view(),
+                )
+            })
+            .collect();
+        report::write_contact_sheet(path, &rows).map_err(|e| TrainError::Report(Box::new(e)))
+    }
+
+    /// The segmentation contact sheet of `batch`, with its class legend.
+    fn segmentation_sheet(&self, batch: &TensorBatch, path: &Path) -> Result<(), TrainError> {
+        let predicted = eval::predict_logits(&self.trainer.model, &batch.rgb)?.argmax(1, false);
+        let labels = batch.labels.as_ref().ok_or_else(|| TrainError::NoLabels {
+            sample: batch.names.first().cloned().unwrap_or_default(),
+        })?;
+        let rows: Vec<_> = (0..batch.len() as i64)
+            .map(|i| report::SegmentationRow {
+                rgb: glassbox_data::colormap::rgb_image(to_array3(&batch.rgb.get(i)).view()),
+                predicted: report::class_map_u8(to_class_map(&predicted.get(i)).view()),
+                labels: report::class_map_u8(to_class_map(&labels.get(i)).view()),
+            })
+            .collect();
+        report::write_segmentation_sheet(path, &rows, &self.config.class_names())
+            .map_err(|e| TrainError::Report(Box::new(e)))
     }
 }
 
@@ -453,10 +553,24 @@ fn first_images(data: &RunData, n: usize, device: Device) -> Result<TensorBatch,
         rgb: cat(|b| &b.rgb),
         depth: cat(|b| &b.depth),
         mask: cat(|b| &b.mask),
-        labels: None,
+        labels: taken
+            .iter()
+            .map(|b| b.labels.as_ref())
+            .collect::<Option<Vec<_>>>()
+            .map(|l| tch::Tensor::cat(&l, 0)),
         names: taken.iter().flat_map(|b| b.names.clone()).collect(),
     };
     Ok(joined.first(n))
+}
+
+/// Parameters outside the encoder (DPT's Reassemble, fusion and head, or DEPICT), counted as
+/// `glassbox_dpt::parameter_count` counts the whole model.
+fn decoder_parameters(vs: &tch::nn::VarStore) -> i64 {
+    vs.variables()
+        .iter()
+        .filter(|(name, _)| !name.starts_with("encoder."))
+        .map(|(_, t)| t.numel() as i64)
+        .sum()
 }
 
 fn device_name(device: Device) -> String {

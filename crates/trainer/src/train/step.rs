@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use glassbox_data::sample::derive_seed;
-use glassbox_dpt::Dpt;
+use glassbox_dpt::{Dpt, DptOutput};
 use glassbox_losses::LossConfig;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -37,6 +37,32 @@ pub fn with_torch_seed<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
     let _guard = TORCH_RNG.lock().unwrap_or_else(PoisonError::into_inner);
     tch::manual_seed(seed as i64);
     draw()
+}
+
+/// The training loss of one batch for the run's task: the depth loss of the disparity, or
+/// cross-entropy of the class logits (main + weighted auxiliary) against the batch's labels.
+pub fn task_loss(
+    config: &TrainConfig,
+    model: &Dpt,
+    batch: &TensorBatch,
+) -> Result<Tensor, TrainError> {
+    match model.forward_t(&batch.rgb, true)? {
+        DptOutput::Disparity(disparity) => depth_loss(config, &disparity, batch),
+        DptOutput::Segmentation(out) => segmentation_loss(config, &out, batch),
+    }
+}
+
+/// Cross-entropy of a segmentation output against the batch's labels (ignore label excluded).
+pub fn segmentation_loss(
+    config: &TrainConfig,
+    out: &glassbox_decoder::SegmentationOutput,
+    batch: &TensorBatch,
+) -> Result<Tensor, TrainError> {
+    let labels = batch.labels.as_ref().ok_or_else(|| TrainError::NoLabels {
+        sample: batch.names.first().cloned().unwrap_or_default(),
+    })?;
+    let loss = config.loss.loss.segmentation()?;
+    Ok(loss.compute(&out.logits, out.auxiliary.as_ref(), labels, None)?)
 }
 
 /// The training loss of a disparity prediction against the batch's metric depth.
@@ -102,6 +128,7 @@ pub struct Trainer {
     /// Updates done.
     pub step: usize,
     pub best_abs_rel: Option<f64>,
+    pub best_miou: Option<f64>,
     /// Wall time spent on this run so far (saved in checkpoints, so it survives resumes).
     pub seconds: f64,
 }
@@ -127,6 +154,7 @@ impl Trainer {
             optimizer,
             step: 0,
             best_abs_rel: None,
+            best_miou: None,
             seconds: 0.0,
         })
     }
@@ -166,8 +194,7 @@ impl Trainer {
                     .ok_or(TrainError::DataEnded { step: step + 1 })??;
                 data_wait += waited.elapsed();
                 let batch = TensorBatch::new(&batch, self.device);
-                let disparity = self.model.disparity_t(&batch.rgb, true)?;
-                let loss = depth_loss(c, &disparity, &batch)? / accumulate as f64;
+                let loss = task_loss(c, &self.model, &batch)? / accumulate as f64;
                 let value = loss.double_value(&[]);
                 if !value.is_finite() {
                     return Err(TrainError::NonFinite {
@@ -214,6 +241,7 @@ impl Trainer {
             seed: self.config.seed,
             loss,
             best_abs_rel: self.best_abs_rel,
+            best_miou: self.best_miou,
             seconds: self.seconds,
             weights_checksum: 0,
             optimizer_checksum: None,
@@ -268,6 +296,7 @@ impl Trainer {
         }
         self.step = state.step;
         self.best_abs_rel = state.best_abs_rel;
+        self.best_miou = state.best_miou;
         self.seconds = state.seconds;
         Ok(state)
     }
