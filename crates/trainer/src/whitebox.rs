@@ -1,5 +1,5 @@
-//! DEPICT's white-box diagnostics over training (`docs/architecture.md`, DEPICT): one line per
-//! validation in the run folder's `depict.jsonl` (orthogonality of every layer's projection P,
+//! DEPICT's white-box diagnostics over training (`docs/architecture.md`, DEPICT): one line before
+//! the first update and one per validation in the run folder's `depict.jsonl` (orthogonality of every layer's projection P,
 //! coherence of the class embeddings, the coding-rate ratio R(PZ)/R(Z) per layer), and their
 //! figures, drawn by glassbox-spectral's figure engine: the diagnostics over steps and heatmaps of
 //! the final Gram matrices.

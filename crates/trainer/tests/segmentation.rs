@@ -107,8 +107,8 @@ fn a_segmentation_run_reports_miou_against_the_majority_baseline_with_its_pictur
             let log = glassbox_trainer::whitebox::read_log(&depict);
             assert_eq!(
                 log.iter().map(|r| r.step).collect::<Vec<_>>(),
-                [3, 6],
-                "one line per validation"
+                [0, 3, 6],
+                "the untrained decoder, then one line per validation"
             );
             // DEPICT-CA: 3 MSSA layers, then 3 MSCA layers.
             assert_eq!(log[0].diagnostics.coding_rate_ratio.len(), 6);

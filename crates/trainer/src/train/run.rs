@@ -185,6 +185,7 @@ impl<'a> Run<'a> {
         };
         if run.trainer.step == 0 && !options.resume {
             run.run_probe(0)?;
+            run.log_depict(0)?;
         }
         Ok(run)
     }
