@@ -38,9 +38,9 @@ pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
         body.push_str(&figure_html("loss_curve"));
     }
     if dir.join("contact_sheet.png").is_file() {
-        let segmentation = dir.join("eval.jsonl").is_file()
-            && std::fs::read_to_string(dir.join("eval.jsonl"))
-                .is_ok_and(|t| t.contains("\"miou\""));
+        // The run's own config says what it predicts.
+        let segmentation = crate::config::TrainConfig::from_run_file(&dir.join("config.toml"))
+            .is_ok_and(|c| c.task() == crate::config::Task::Segmentation);
         let columns = if segmentation {
             "Columns: input | prediction | ground truth, coloured by class; the legend names \
              every class shown (black = ignored)."

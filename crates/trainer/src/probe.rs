@@ -470,12 +470,16 @@ pub fn over_training_strip(
         column_titles: &column_titles,
         row_titles: &row_titles,
         rows: &rows,
-        min_tile: 96,
-        bar: ("weight / row max", "1", "0"),
+        min_tile: ATTENTION_TILE,
+        bar: ATTENTION_BAR,
     }
     .render()
     .map_err(Box::new)?)
 }
+
+/// Tile size and colour bar shared by the per-step overlays and the strip, so both read alike.
+const ATTENTION_TILE: u32 = 96;
+const ATTENTION_BAR: (&str, &str, &str) = ("weight / row max", "1", "0");
 
 /// The row title of a query point, the same in the per-step overlays and the strip.
 fn query_title(token: usize, (r, c): (usize, usize)) -> String {
@@ -726,8 +730,8 @@ fn attention_overlays(
         column_titles: &column_titles,
         row_titles: &row_titles,
         rows: &rows,
-        min_tile: 96,
-        bar: ("weight / row max", "1", "0"),
+        min_tile: ATTENTION_TILE,
+        bar: ATTENTION_BAR,
     }
     .render()
     .map_err(Box::new)?;
