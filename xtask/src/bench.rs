@@ -43,6 +43,11 @@ pub struct BenchArgs {
     /// machine shared with other jobs leaves out the time spent waiting for a core.
     #[arg(long, default_value = "wall", value_parser = ["wall", "cpu"])]
     clock: String,
+    /// Instead: sparse token updates against the dense model (criterion bench
+    /// `glassbox-dpt/benches/sparse.rs`, paired ratios), writing
+    /// `target/bench/sparse-t<threads>.{md,json}` (docs/performance.md, "Sparse token updates").
+    #[arg(long)]
+    sparse: bool,
 }
 
 /// Runs both sides, prints the table and writes `target/bench/dpt.{md,json}`.
@@ -58,6 +63,21 @@ pub fn bench(env: &BuildEnv, root: &Path, args: &BenchArgs) -> Result<()> {
 
     let dir = target.join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if args.sparse {
+        let out = dir.join(format!("sparse-t{}.json", args.threads));
+        let mut cargo = env.cargo("bench");
+        cargo
+            .args(["-p", "glassbox-dpt", "--bench", "sparse", "--", "--noplot"])
+            .env("GLASSBOX_BENCH_THREADS", args.threads.to_string())
+            .env("GLASSBOX_BENCH_SPARSE_OUT", &out);
+        run(&mut cargo)?;
+        eprintln!(
+            "wrote {} and {} (load average before: {load_before})",
+            out.display(),
+            out.with_extension("md").display()
+        );
+        return Ok(());
+    }
     let paired_path = dir.join("svda-paired.json");
     let _ = std::fs::remove_file(&paired_path);
     let mut cargo = env.cargo("bench");

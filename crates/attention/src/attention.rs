@@ -323,6 +323,39 @@ impl Attention {
         self.fused(heads, train)
     }
 
+    /// [`Self::forward_subset_t`] for query indices the caller guarantees are distinct and in
+    /// range (an encoder's own top-k selection): they are not checked, so the call makes no host
+    /// synchronisation and can sit inside a layer loop. An index outside 0..N is still a libtorch
+    /// error, not undefined behaviour. With `mass`, it also returns the attention mass each of the
+    /// N key tokens receives, summed over heads and the M queries (B x N, without gradient): the
+    /// sparse encoder's saliency target (`docs/sparse.md`).
+    pub fn forward_kept_t(
+        &self,
+        x: &Tensor,
+        kept: &Tensor,
+        train: bool,
+        mass: bool,
+    ) -> Result<(Tensor, Option<Tensor>), AttentionError> {
+        let heads = self.project_checked(x, Some(kept), false)?;
+        let ops = self.score_operands(heads.q, heads.k.shallow_clone(), None)?;
+        let received = if mass {
+            Some(tch::no_grad(|| -> Result<Tensor, AttentionError> {
+                let scores = ops
+                    .query
+                    .f_transpose(1, 2)?
+                    .f_matmul(&ops.key.f_permute([0, 2, 3, 1])?)?;
+                Ok(scores
+                    .f_mul_scalar(self.config.scale())?
+                    .f_softmax(-1, None::<Kind>)?
+                    .f_sum_dim_intlist([1i64, 2].as_slice(), false, None::<Kind>)?
+                    .f_detach()?)
+            })?)
+        } else {
+            None
+        };
+        Ok((self.fused_operands(ops, &heads.v, train)?, received))
+    }
+
     /// Dense forward through the explicit path (no dropout): the output and the maps. Costs an
     /// N x N matrix per head; use [`Self::forward_t`] when the maps are not needed.
     pub fn forward_with_maps(&self, x: &Tensor) -> Result<AttentionMaps, AttentionError> {
@@ -362,6 +395,16 @@ impl Attention {
     /// Validates the inputs, then projects: one fused qkv GEMM for a dense call; for a subset,
     /// the query rows of the weight on the M selected tokens and the key/value rows on all N.
     fn project(&self, x: &Tensor, queries: Option<&Tensor>) -> Result<Heads, AttentionError> {
+        self.project_checked(x, queries, true)
+    }
+
+    /// [`Self::project`], validating the query indices only when `check_queries`.
+    fn project_checked(
+        &self,
+        x: &Tensor,
+        queries: Option<&Tensor>,
+        check_queries: bool,
+    ) -> Result<Heads, AttentionError> {
         let dim = self.config.dim;
         let (h, d) = (self.config.num_heads, self.config.head_dim());
         let (b, n, _) = token_shape("x", x, Some(dim))?;
@@ -393,7 +436,11 @@ impl Attention {
                 Ok(Heads { q, k, v })
             }
             Some(idx) => {
-                let m = check_token_indices("queries", idx, b, n, x.device())?;
+                let m = if check_queries {
+                    check_token_indices("queries", idx, b, n, x.device())?
+                } else {
+                    idx.size()[1]
+                };
                 let narrow_bias = |start, len| -> Result<Option<Tensor>, AttentionError> {
                     Ok(match &self.qkv_bias {
                         Some(bias) => Some(bias.f_narrow(0, start, len)?),
@@ -456,11 +503,21 @@ impl Attention {
     /// One `scaled_dot_product_attention` call on the score operands.
     fn fused(&self, heads: Heads, train: bool) -> Result<Tensor, AttentionError> {
         let ops = self.score_operands(heads.q, heads.k, None)?;
+        self.fused_operands(ops, &heads.v, train)
+    }
+
+    /// The `scaled_dot_product_attention` call of [`Self::fused`] on operands already formed.
+    fn fused_operands(
+        &self,
+        ops: ScoreOperands,
+        v: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, AttentionError> {
         let dropout = if train { self.config.attn_drop } else { 0.0 };
         let out = Tensor::f_scaled_dot_product_attention(
             &ops.query.f_transpose(1, 2)?,
             &ops.key.f_transpose(1, 2)?,
-            &heads.v.f_transpose(1, 2)?,
+            &v.f_transpose(1, 2)?,
             None::<Tensor>,
             dropout,
             false,

@@ -63,4 +63,4 @@ pub use config::{
     SigmaParameterisation, SpectrumRate, SvdaConfig, SvdaOptions,
 };
 pub use error::AttentionError;
-pub use tokens::{check_token_indices, gather_tokens, scatter_tokens};
+pub use tokens::{check_token_indices, gather_rows, gather_tokens, scatter_rows, scatter_tokens};

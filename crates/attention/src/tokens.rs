@@ -103,8 +103,9 @@ fn row_index(indices: &Tensor, width: i64) -> Result<Tensor, AttentionError> {
         .f_expand([s[0], s[1], width], false)?)
 }
 
-/// Gathers without checking; callers have validated `indices` against `x`.
-pub(crate) fn gather_rows(x: &Tensor, indices: &Tensor) -> Result<Tensor, AttentionError> {
+/// [`gather_tokens`] without checking `indices` (no host synchronisation): for indices the caller
+/// made itself, such as a top-k selection. An index outside 0..N is a libtorch error.
+pub fn gather_rows(x: &Tensor, indices: &Tensor) -> Result<Tensor, AttentionError> {
     let width = x.size()[2];
     Ok(x.f_gather(1, &row_index(indices, width)?, false)?)
 }
@@ -114,6 +115,13 @@ pub fn gather_tokens(x: &Tensor, indices: &Tensor) -> Result<Tensor, AttentionEr
     let (b, n, _) = token_shape("x", x, None)?;
     check_token_indices("indices", indices, b, n, x.device())?;
     gather_rows(x, indices)
+}
+
+/// [`scatter_tokens`] without checking `indices` or `rows` (no host synchronisation): for
+/// distinct indices the caller made itself, such as a top-k selection.
+pub fn scatter_rows(x: &Tensor, indices: &Tensor, rows: &Tensor) -> Result<Tensor, AttentionError> {
+    let width = x.size()[2];
+    Ok(x.f_scatter(1, &row_index(indices, width)?, rows)?)
 }
 
 /// A copy of `x` whose rows `indices[b, i]` are replaced by `rows[b, i]`; every other token is
@@ -146,7 +154,7 @@ pub fn scatter_tokens(
             got: rows.device(),
         });
     }
-    Ok(x.f_scatter(1, &row_index(indices, d)?, rows)?)
+    scatter_rows(x, indices, rows)
 }
 
 #[cfg(test)]

@@ -64,6 +64,31 @@ fn fused_equals_explicit_with_a_query_subset() {
 }
 
 #[test]
+fn kept_path_equals_the_checked_subset_and_its_mass_is_the_maps_column_sum() {
+    for kind in KINDS {
+        let (_vs, attn) = layer(kind, 24, 3, 9);
+        let x = Tensor::randn([2, 13, 24], OPTS);
+        let idx = random_subset(2, 13, 5);
+        let checked = attn.forward_subset_t(&x, &idx, false).unwrap();
+        let (kept, mass) = attn.forward_kept_t(&x, &idx, false, true).unwrap();
+        assert!(kept.equal(&checked), "{kind:?}");
+        let maps = attn.forward_subset_with_maps(&x, &idx).unwrap();
+        let expected = maps
+            .probabilities
+            .sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float);
+        let mass = mass.unwrap();
+        assert_eq!(mass.size(), [2, 13]);
+        assert!(max_abs_diff(&mass, &expected) < 1e-5, "{kind:?}");
+        // Every head's every query row sums to one: H * M per image.
+        let per_image = mass.sum_dim_intlist(1, false, Kind::Float);
+        assert!(max_abs_diff(&per_image, &Tensor::full([2], 15.0, OPTS)) < 1e-4);
+        assert!(!mass.requires_grad());
+        let (_, none) = attn.forward_kept_t(&x, &idx, false, false).unwrap();
+        assert!(none.is_none());
+    }
+}
+
+#[test]
 fn subset_rows_equal_the_same_rows_of_the_dense_forward() {
     for kind in KINDS {
         let (_vs, attn) = layer(kind, 16, 2, 9);

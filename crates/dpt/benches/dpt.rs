@@ -28,8 +28,11 @@
 //!
 //! `eval "$(cargo xtask env)" && cargo bench -p glassbox-dpt --bench dpt -- --noplot`
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{median, threads};
 use criterion::{Criterion, SamplingMode};
 use glassbox_dpt::{Dpt, DptConfig};
 use tch::nn::{self, OptimizerConfig};
@@ -42,16 +45,6 @@ const MODELS: [(&str, i64, i64, Option<i64>); 4] = [
     ("dpt-tiny-svda", 256, 8, Some(8)),
     ("dpt-base-svda", 384, 1, None),
 ];
-
-fn threads() -> i32 {
-    std::env::var("GLASSBOX_BENCH_THREADS")
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("GLASSBOX_BENCH_THREADS={v:?} is not a thread count"))
-        })
-        .unwrap_or(2)
-}
 
 /// Which clock the timings read.
 #[derive(Clone, Copy, PartialEq)]
@@ -214,16 +207,6 @@ impl Subject {
         } else {
             self.infer(images);
         }
-    }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }
 

@@ -174,6 +174,7 @@ impl DptConfig {
             hooks,
             attention_dropout: 0.0,
             hidden_dropout: 0.0,
+            keep_ratio: 1.0,
         };
         let channels = ints("neck_hidden_sizes")?;
         let factors: Vec<f64> = json

@@ -9,7 +9,7 @@ use glassbox_attention::AttentionMaps;
 use glassbox_decoder::{
     Decoder, Depict, DepictDiagnostics, DepthHead, SegmentationHead, SegmentationOutput,
 };
-use glassbox_encoder::Encoder;
+use glassbox_encoder::{Encoder, Saliency};
 use tch::{Tensor, nn};
 
 use crate::DptError;
@@ -135,9 +135,26 @@ impl Dpt {
     /// The training and inference pass on normalised images B x 3 x H x W (H, W multiples of 16;
     /// need not be square). Predictions come back at H x W.
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<DptOutput, DptError> {
+        Ok(self.forward_with_saliency_t(images, train)?.0)
+    }
+
+    /// [`Self::forward_t`] plus, for a sparse encoder (keep ratio < 1, `docs/sparse.md`), what it
+    /// kept and, in training passes, the saliency mass its scorer learns from.
+    pub fn forward_with_saliency_t(
+        &self,
+        images: &Tensor,
+        train: bool,
+    ) -> Result<(DptOutput, Option<Saliency>), DptError> {
         let out = self.encoder.forward_t(images, train)?;
         let size = image_size(images);
-        self.decode(&out.hooks, out.grid, size, train)
+        let prediction = self.decode(&out.hooks, out.grid, size, train)?;
+        Ok((prediction, out.saliency))
+    }
+
+    /// Runs later passes at another keep ratio (1 = dense); below 1 it needs a model configured
+    /// sparse, which has the saliency scorer.
+    pub fn set_keep_ratio(&mut self, keep_ratio: f64) -> Result<(), DptError> {
+        Ok(self.encoder.set_keep_ratio(keep_ratio)?)
     }
 
     /// Disparity (relative inverse depth) B x H x W; an error for a segmentation model.

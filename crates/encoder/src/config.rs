@@ -47,6 +47,18 @@ pub struct VitConfig {
     /// Dropout after the embeddings, the attention projection and the MLP (training only).
     #[serde(default)]
     pub hidden_dropout: f64,
+    /// Sparse token updates (`docs/sparse.md`): the share rho in (0, 1] of patch tokens each
+    /// block updates, chosen per image by a saliency scorer. 1 is the dense ViT with no scorer.
+    #[serde(default = "default_keep_ratio", skip_serializing_if = "is_dense")]
+    pub keep_ratio: f64,
+}
+
+fn default_keep_ratio() -> f64 {
+    1.0
+}
+
+fn is_dense(keep_ratio: &f64) -> bool {
+    *keep_ratio == 1.0
 }
 
 fn is_default_svda(config: &SvdaConfig) -> bool {
@@ -86,6 +98,7 @@ impl VitConfig {
             hooks,
             attention_dropout: 0.0,
             hidden_dropout: 0.0,
+            keep_ratio: 1.0,
         }
     }
 
@@ -179,9 +192,21 @@ impl VitConfig {
                 self.hidden_dropout
             ));
         }
+        crate::sparse::check_keep_ratio(self.keep_ratio)?;
+        if self.keep_ratio < 1.0 && self.hidden_size < 4 {
+            return bad(format!(
+                "keep_ratio {} needs hidden_size >= 4 for the saliency scorer's D/4 layer, got {}",
+                self.keep_ratio, self.hidden_size
+            ));
+        }
         self.attention_config()
             .validate()
             .map_err(|e| EncoderError::InvalidConfig(e.to_string()))
+    }
+
+    /// Whether blocks update only the tokens a saliency scorer keeps (keep_ratio < 1).
+    pub fn is_sparse(&self) -> bool {
+        self.keep_ratio < 1.0
     }
 }
 

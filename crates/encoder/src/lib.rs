@@ -22,8 +22,10 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod sparse;
 pub mod vit;
 
 pub use config::VitConfig;
 pub use error::EncoderError;
+pub use sparse::{EncoderMacs, Saliency, SaliencyScorer, SelectionQuality};
 pub use vit::{Block, Encoder, EncoderOutput};

@@ -5,9 +5,10 @@
 
 use std::borrow::Borrow;
 
-use glassbox_attention::{Attention, AttentionMaps};
+use glassbox_attention::{Attention, AttentionMaps, gather_rows, scatter_rows};
 use tch::{Kind, Tensor, nn, nn::Module};
 
+use crate::sparse::{Saliency, SaliencyScorer, SelectionQuality, check_keep_ratio, kept_count};
 use crate::{EncoderError, VitConfig};
 
 /// The two-layer GELU MLP of a block (timm names `fc1`, `fc2`).
@@ -89,6 +90,28 @@ impl Block {
                 .forward_t(&self.norm2.forward(&x), self.hidden_dropout, train))
     }
 
+    /// The sparse block (`docs/sparse.md`): the `kept` tokens (B x M, from the encoder's top-k)
+    /// are the queries and the only rows attention projection and MLP touch; every token is a
+    /// key and value, and the other rows come out bit-identical. With `mass`, also the attention
+    /// mass each token received (B x N, no gradient).
+    fn forward_kept_t(
+        &self,
+        x: &Tensor,
+        kept: &Tensor,
+        train: bool,
+        mass: bool,
+    ) -> Result<(Tensor, Option<Tensor>), glassbox_attention::AttentionError> {
+        let (update, received) =
+            self.attn
+                .forward_kept_t(&self.norm1.forward(x), kept, train, mass)?;
+        let rows = gather_rows(x, kept)? + update;
+        let rows = &rows
+            + self
+                .mlp
+                .forward_t(&self.norm2.forward(&rows), self.hidden_dropout, train);
+        Ok((scatter_rows(x, kept, &rows)?, received))
+    }
+
     fn forward_with_maps(
         &self,
         x: &Tensor,
@@ -114,6 +137,8 @@ pub struct EncoderOutput {
     pub grid: (i64, i64),
     /// Attention maps of every block (first block first) when asked for, else empty.
     pub maps: Vec<AttentionMaps>,
+    /// The sparse pass's selection, scores and (training) saliency mass; `None` when dense.
+    pub saliency: Option<Saliency>,
 }
 
 /// The ViT encoder. Parameter names are timm's (`patch_embed.proj`, `cls_token`, `pos_embed`,
@@ -126,6 +151,10 @@ pub struct Encoder {
     cls_token: Tensor,
     pos_embed: Tensor,
     blocks: Vec<Block>,
+    /// Built when the config's keep_ratio < 1 (variables under `mask_predictor.`).
+    scorer: Option<SaliencyScorer>,
+    /// The keep ratio passes run at; the config's unless changed by [`Encoder::set_keep_ratio`].
+    keep_ratio: f64,
 }
 
 impl Encoder {
@@ -160,13 +189,43 @@ impl Encoder {
         let blocks = (0..config.num_layers)
             .map(|i| Block::new(&(path / "blocks" / i), config, i))
             .collect::<Result<Vec<_>, _>>()?;
+        let scorer = config
+            .is_sparse()
+            .then(|| SaliencyScorer::new(path / "mask_predictor", d));
         Ok(Self {
             config: config.clone(),
             patch_embed,
             cls_token,
             pos_embed,
             blocks,
+            scorer,
+            keep_ratio: config.keep_ratio,
         })
+    }
+
+    /// The keep ratio the passes run at (1 = dense).
+    pub fn keep_ratio(&self) -> f64 {
+        self.keep_ratio
+    }
+
+    /// Runs later passes at another keep ratio, e.g. a sparse-trained model densely (1) or at a
+    /// lower rho. A ratio below 1 needs the saliency scorer, which only a model configured sparse
+    /// has; the error says so.
+    pub fn set_keep_ratio(&mut self, keep_ratio: f64) -> Result<(), EncoderError> {
+        check_keep_ratio(keep_ratio)?;
+        if keep_ratio < 1.0 && self.scorer.is_none() {
+            return Err(EncoderError::InvalidConfig(format!(
+                "keep_ratio {keep_ratio} needs a saliency scorer, and this model was built dense \
+                 (keep_ratio = 1); train it with a keep ratio below 1 to get one"
+            )));
+        }
+        self.keep_ratio = keep_ratio;
+        Ok(())
+    }
+
+    /// The saliency scorer, when the model is configured sparse.
+    pub fn scorer(&self) -> Option<&SaliencyScorer> {
+        self.scorer.as_ref()
     }
 
     /// The configuration this encoder was built from.
@@ -261,9 +320,111 @@ impl Encoder {
         Ok((tokens.dropout(self.config.hidden_dropout, train), grid))
     }
 
-    /// The training and inference pass: fused attention, no maps kept.
+    /// The training and inference pass: fused attention, no maps kept. Below keep ratio 1, the
+    /// sparse pass (`docs/sparse.md`); its selection comes back in [`EncoderOutput::saliency`].
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<EncoderOutput, EncoderError> {
-        let (mut x, grid) = self.embed_t(images, train)?;
+        let (x, grid) = self.embed_t(images, train)?;
+        match &self.scorer {
+            Some(scorer) if self.keep_ratio < 1.0 => {
+                self.sparse_pass(scorer, x, grid, train, train)
+            }
+            _ => self.dense_pass(x, grid, train),
+        }
+    }
+
+    /// The scorer's logits on the (detached) patch embeddings and the kept token indices:
+    /// B x N_p and B x (1 + k), ascending, readout token 0 first.
+    pub fn select(&self, scorer: &SaliencyScorer, tokens: &Tensor) -> (Tensor, Tensor) {
+        let n = tokens.size()[1];
+        let np = n - 1;
+        let logits = scorer.forward(&tokens.narrow(1, 1, np).detach());
+        let k = kept_count(self.keep_ratio, np);
+        let (_, top) = logits.detach().topk(k, 1, true, false);
+        let readout = top.zeros_like().narrow(1, 0, 1);
+        let (kept, _) = Tensor::cat(&[readout, top + 1], 1).sort(1, false);
+        (logits, kept)
+    }
+
+    /// How well a sparse encoder's selection covers attention on `images` (evaluation mode, no
+    /// gradient; `docs/sparse.md`): its own target against the one a dense pass of the same
+    /// weights would give. `None` when the encoder runs dense.
+    pub fn selection_quality(
+        &self,
+        images: &Tensor,
+    ) -> Result<Option<SelectionQuality>, EncoderError> {
+        let Some(scorer) = self.scorer.as_ref().filter(|_| self.keep_ratio < 1.0) else {
+            return Ok(None);
+        };
+        tch::no_grad(|| {
+            let (x, grid) = self.embed_t(images, false)?;
+            let sparse = self.sparse_pass(scorer, x, grid, false, true)?;
+            let saliency = sparse
+                .saliency
+                .expect("the sparse pass returns its selection");
+            let dense = self.analysis_pass(images, None)?;
+            let np = grid.0 * grid.1;
+            let dense_mass = dense
+                .maps
+                .iter()
+                .map(|m| {
+                    m.probabilities
+                        .sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float)
+                })
+                .reduce(|a, b| a + b)
+                .expect("an encoder has at least one block")
+                .narrow(1, 1, np);
+            Ok(Some(SelectionQuality::measure(&saliency, &dense_mass)))
+        })
+    }
+
+    fn sparse_pass(
+        &self,
+        scorer: &SaliencyScorer,
+        mut x: Tensor,
+        grid: (i64, i64),
+        train: bool,
+        measure_mass: bool,
+    ) -> Result<EncoderOutput, EncoderError> {
+        let (logits, kept) = self.select(scorer, &x);
+        let mut hooks = Vec::with_capacity(self.config.hooks.len());
+        let mut mass: Option<Tensor> = None;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (out, received) = block
+                .forward_kept_t(&x, &kept, train, measure_mass)
+                .map_err(|source| EncoderError::Attention {
+                    block: i + 1,
+                    source,
+                })?;
+            x = out;
+            if let Some(r) = received {
+                mass = Some(match mass {
+                    Some(m) => m + r,
+                    None => r,
+                });
+            }
+            if self.config.hooks.contains(&(i + 1)) {
+                hooks.push(x.shallow_clone());
+            }
+        }
+        let np = grid.0 * grid.1;
+        Ok(EncoderOutput {
+            hooks,
+            grid,
+            maps: Vec::new(),
+            saliency: Some(Saliency {
+                logits,
+                kept,
+                mass: mass.map(|m| m.narrow(1, 1, np)),
+            }),
+        })
+    }
+
+    fn dense_pass(
+        &self,
+        mut x: Tensor,
+        grid: (i64, i64),
+        train: bool,
+    ) -> Result<EncoderOutput, EncoderError> {
         let mut hooks = Vec::with_capacity(self.config.hooks.len());
         for (i, block) in self.blocks.iter().enumerate() {
             x = block
@@ -280,6 +441,7 @@ impl Encoder {
             hooks,
             grid,
             maps: Vec::new(),
+            saliency: None,
         })
     }
 
@@ -330,6 +492,11 @@ impl Encoder {
                 hooks.push(x.shallow_clone());
             }
         }
-        Ok(EncoderOutput { hooks, grid, maps })
+        Ok(EncoderOutput {
+            hooks,
+            grid,
+            maps,
+            saliency: None,
+        })
     }
 }

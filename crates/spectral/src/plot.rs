@@ -183,17 +183,15 @@ fn draw_panel<DB: DrawingBackend>(
         .axis_desc_style(("sans-serif", 12))
         .light_line_style(RGBColor(244, 244, 244))
         .draw()?;
-    // Markers help a short series (a few probes) and clutter a long one (a 64-entry spectrum).
-    let longest = panel
-        .lines
-        .iter()
-        .map(|l| l.points.len())
-        .max()
-        .unwrap_or(0);
-    let point_size = if longest > 20 { 0 } else { 2 };
+    // Markers help a short series (a few probes, a validation every few hundred steps, shown
+    // even beside a long training curve) and clutter a long one (a 64-entry spectrum).
     for line in &panel.lines {
         let (color, width) = (line.color, line.width);
-        let size = if width > 1 { point_size } else { 0 };
+        let size = if width > 1 && line.points.len() <= 20 {
+            2
+        } else {
+            0
+        };
         let series = chart.draw_series(
             LineSeries::new(line.points.iter().copied(), color.stroke_width(width))
                 .point_size(size),

@@ -105,6 +105,10 @@ pub struct Overrides {
     /// A learnable per-head temperature in SVDA (`model.encoder.svda.temperature`).
     #[cfg_attr(feature = "cli", arg(long))]
     pub svda_temperature: Option<bool>,
+    /// Sparse token updates: the share of patch tokens each encoder block updates, in (0, 1]
+    /// (`model.encoder.keep_ratio`; 1 = dense, `docs/sparse.md`).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub keep_ratio: Option<f64>,
     /// Square image size, or HxW (multiples of 16).
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_size))]
     pub image_size: Option<[usize; 2]>,
@@ -170,6 +174,9 @@ impl Overrides {
         }
         if self.svda_temperature.is_some() {
             svda.temperature = self.svda_temperature;
+        }
+        if let Some(rho) = self.keep_ratio {
+            config.model.encoder.keep_ratio = rho;
         }
         if let Some(size) = self.image_size {
             config.data.image_size = size;

@@ -76,6 +76,17 @@ pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
             body.push_str(&figure_html(crate::whitebox::GRAMS_STEM));
         }
     }
+    if dir
+        .join(format!("{}.png", crate::report::SELECTION_STEM))
+        .is_file()
+    {
+        body.push_str(
+            "<h2>Sparse token updates</h2>\n<p>Which share of attention the kept tokens cover \
+             over training, and how far the scorer's target agrees with a dense pass's \
+             (definitions: <code>docs/sparse.md</code>).</p>\n",
+        );
+        body.push_str(&figure_html(crate::report::SELECTION_STEM));
+    }
     body.push_str(&spectral_section(dir)?);
     body.push_str(&strip_section(dir));
     if let Ok(config) = std::fs::read_to_string(dir.join("config.toml")) {

@@ -85,6 +85,13 @@ pub struct PredictOptions {
     pub attention: Option<(usize, usize)>,
 }
 
+/// The keep ratio a checkpoint predicts at: `keep_ratio` when given (1 = dense), else the one it
+/// was trained with. A ratio below 1 needs a checkpoint trained sparse (it has the scorer).
+pub fn set_keep_ratio(loaded: &mut LoadedModel, keep_ratio: f64) -> Result<(), PredictError> {
+    loaded.model.set_keep_ratio(keep_ratio)?;
+    Ok(())
+}
+
 /// Predicts every image and writes its PNGs into `out_dir`; returns the files written.
 pub fn predict_files(
     loaded: &LoadedModel,
@@ -112,6 +119,20 @@ pub fn predict_files(
             written.extend(write_depth(
                 loaded, &sample, short_side, device, out_dir, options,
             )?);
+        }
+        if let Some(kept) = kept_tokens(&loaded.model, &sample, short_side, device)? {
+            let out = out_dir.join(format!("{stem}_kept.png"));
+            let picture = report::kept_tokens_picture(
+                &rgb_image(sample.rgb.view()),
+                kept.view(),
+                loaded.model.encoder().keep_ratio(),
+            )
+            .map_err(|e| PredictError::Picture {
+                path: out.clone(),
+                message: e.to_string(),
+            })?;
+            glassbox_data::io::write_png(&out, &picture)?;
+            written.push(out);
         }
         if let Some((layer, token)) = options.attention {
             let heat = attention_map(&loaded.model, &sample, short_side, device, layer, token)?;
@@ -182,6 +203,33 @@ fn write_depth(
         written.push(out);
     }
     Ok(written)
+}
+
+/// Which patch tokens a sparse encoder keeps for the image (its patch grid, true = updated);
+/// `None` for a dense pass.
+pub fn kept_tokens(
+    model: &Dpt,
+    sample: &Sample,
+    short_side: usize,
+    device: Device,
+) -> Result<Option<ndarray::Array2<bool>>, PredictError> {
+    let input = eval::model_input(model, sample, short_side, device);
+    let out = tch::no_grad(|| model.encoder().forward_t(&input, false)).map_err(DptError::from)?;
+    let Some(saliency) = out.saliency else {
+        return Ok(None);
+    };
+    let (gh, gw) = (out.grid.0 as usize, out.grid.1 as usize);
+    let mask = to_array(
+        &saliency
+            .patch_mask()
+            .get(0)
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu),
+    );
+    let mask = mask.as_slice().expect("a fresh array is contiguous");
+    Ok(Some(ndarray::Array2::from_shape_fn((gh, gw), |(y, x)| {
+        mask[y * gw + x] > 0.5
+    })))
 }
 
 /// The attention of query `token` in `layer` (1-based), averaged over heads, over the patch grid, scaled

@@ -128,6 +128,59 @@ pub fn segmentation_curves(
     curve_panels(&panels, 3, stem)
 }
 
+/// File stem of a sparse run's token-selection figure (`selection.{png,svg}`, docs/sparse.md).
+pub const SELECTION_STEM: &str = "selection";
+
+/// A sparse run's token selection over training as `<stem>.svg` and `<stem>.png`: `corr` of the
+/// training batches (raw and 20-step moving average; `metrics.jsonl`), and at each validation the
+/// dense pass's share on the kept tokens and the overlap of the scorer's target with a dense
+/// pass's (`eval.jsonl`), against the keep ratio, the chance level of both.
+pub fn selection_curves(
+    metrics: &Path,
+    evals: &Path,
+    keep_ratio: f64,
+    stem: &Path,
+) -> Result<Vec<std::path::PathBuf>, SpectralError> {
+    let corr = read_series(metrics, "corr");
+    let x_range = run_range(&corr);
+    let curve = |label: &str, style, points| Curve {
+        label: label.to_string(),
+        style,
+        points,
+    };
+    let panel = CurvePanel {
+        title: format!("token selection at keep ratio {keep_ratio} (higher is better)"),
+        x_desc: "optimiser step".into(),
+        y_desc: "share".into(),
+        log_y: false,
+        x_range,
+        curves: vec![
+            curve("corr (training batch)", CurveStyle::Faint(1), points(&corr)),
+            curve(
+                &format!("corr, {LOSS_SMOOTHING}-step mean"),
+                CurveStyle::Main(1),
+                moving_average(&corr),
+            ),
+            curve(
+                "dense pass's mass on kept tokens (validation)",
+                CurveStyle::Main(2),
+                points(&read_series(evals, "corr_dense")),
+            ),
+            curve(
+                "target overlap with a dense pass (validation)",
+                CurveStyle::Main(3),
+                points(&read_series(evals, "target_overlap")),
+            ),
+            curve(
+                "chance (keep ratio)",
+                CurveStyle::Reference,
+                across(&[(0, keep_ratio)], x_range),
+            ),
+        ],
+    };
+    curve_panels(&[panel], 1, stem)
+}
+
 /// (step, value) pairs as plot points.
 pub(crate) fn points(series: &[(usize, f64)]) -> Vec<(f64, f64)> {
     series.iter().map(|&(s, v)| (s as f64, v)).collect()
@@ -664,6 +717,58 @@ fn text_label(text: &str, x: u32, y: u32, size: f64, anchor: TextAnchor) -> Text
         anchor,
         color: (20, 20, 20),
     }
+}
+
+/// A sparse model's token selection over the image (`predict`, `docs/sparse.md`): patches the
+/// encoder updated keep their colours, the ones it passed through are dimmed to grey, with a
+/// header naming the count, the keep ratio and what the shading means. `kept` is the patch grid.
+pub fn kept_tokens_picture(
+    base: &RgbImage,
+    kept: ArrayView2<bool>,
+    keep_ratio: f64,
+) -> Result<RgbImage, ReportError> {
+    let (gh, gw) = kept.dim();
+    let (w, h) = base.dimensions();
+    let width = w.max(360);
+    let mut sheet = RgbImage::from_pixel(width, h + 2 * HEADER, Rgb([255, 255, 255]));
+    for y in 0..h {
+        for x in 0..w {
+            let (gy, gx) = (
+                (y as usize * gh / h as usize).min(gh - 1),
+                (x as usize * gw / w as usize).min(gw - 1),
+            );
+            let b = base.get_pixel(x, y).0;
+            let c = if kept[[gy, gx]] {
+                b
+            } else {
+                let grey = (0.299 * b[0] as f32 + 0.587 * b[1] as f32 + 0.114 * b[2] as f32) * 0.3
+                    + 0.7 * 40.0;
+                [grey as u8; 3]
+            };
+            sheet.put_pixel(x, y + HEADER, Rgb(c));
+        }
+    }
+    let count = kept.iter().filter(|&&k| k).count();
+    let labels = [
+        text_label(
+            &format!(
+                "kept {count} of {} patch tokens (rho = {keep_ratio})",
+                gh * gw
+            ),
+            GAP,
+            HEADER / 2,
+            13.0,
+            TextAnchor::Left,
+        ),
+        text_label(
+            "colour: updated by every block; grey: passed through",
+            GAP,
+            h + HEADER + HEADER / 2,
+            12.0,
+            TextAnchor::Left,
+        ),
+    ];
+    with_labels(sheet, &labels)
 }
 
 /// Blends a heat map (values in [0, 1], any size: resized nearest) over an image, turbo coloured.

@@ -60,8 +60,12 @@ fn a_few_segmentation_steps_lower_the_loss_for_every_decoder() {
             config.optim.steps
         );
         // The training loss is the same function as the evaluation one, in training mode.
-        let train_mode = task_loss(&trainer.config, &trainer.model, &fixed).unwrap();
+        let (train_mode, saliency) = task_loss(&trainer.config, &trainer.model, &fixed).unwrap();
         assert!(train_mode.double_value(&[]).is_finite());
+        assert!(
+            saliency.is_none(),
+            "a dense encoder keeps no token selection"
+        );
     }
 }
 

@@ -13,8 +13,8 @@ use super::AblateError;
 use crate::config::{Task, TrainConfig};
 
 /// Grids shipped with the crate, by name: `default` (the reduced grid `cargo xtask ablate` runs),
-/// `full` (every factor level of `docs/training.md` but the keep ratio) and `segmentation` (DPT's
-/// head against DEPICT-SA and DEPICT-CA).
+/// `full` (every factor level of `docs/training.md` but the keep ratio), `segmentation` (DPT's
+/// head against DEPICT-SA and DEPICT-CA) and `sparsity` (keep ratios of sparse token updates).
 pub const GRID_PRESETS: &[(&str, &str)] = &[
     ("default", include_str!("../../grids/default.toml")),
     ("full", include_str!("../../grids/full.toml")),
@@ -22,6 +22,7 @@ pub const GRID_PRESETS: &[(&str, &str)] = &[
         "segmentation",
         include_str!("../../grids/segmentation.toml"),
     ),
+    ("sparsity", include_str!("../../grids/sparsity.toml")),
 ];
 
 /// Which data every run of the grid trains and validates on.
@@ -73,10 +74,14 @@ pub struct Grid {
     /// preset's own head. Only segmentation runs have a choice of decoder.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decoder: Vec<SegmentationDecoder>,
+    /// Sparse token updates: keep ratios rho in (0, 1] to compare (1 = dense; `docs/sparse.md`);
+    /// empty = the base preset's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_ratio: Vec<f64>,
 }
 
 /// One model variant of a grid (a run without its seed).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Variant {
     pub attention: AttentionKind,
     pub readout: Readout,
@@ -85,17 +90,25 @@ pub struct Variant {
     /// written before the decoder axis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder: Option<SegmentationDecoder>,
+    /// The keep ratio, when the grid varies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_ratio: Option<f64>,
 }
 
 impl Variant {
-    /// `svda / project / 3,6,9,12`, or `depict-sa / svda / project / 3,6,9,12` with a decoder.
+    /// `svda / project / 3,6,9,12`, or `depict-sa / svda / project / 3,6,9,12` with a decoder,
+    /// `rho 0.3 / standard / project / 3,6,9,12` with a keep ratio.
     pub fn label(&self) -> String {
         let decoder = self
             .decoder
             .map(|d| format!("{} / ", d.name()))
             .unwrap_or_default();
+        let rho = self
+            .keep_ratio
+            .map(|r| format!("rho {r} / "))
+            .unwrap_or_default();
         format!(
-            "{decoder}{} / {} / {}",
+            "{rho}{decoder}{} / {} / {}",
             attention_name(self.attention),
             readout_name(self.readout),
             join_hooks(&self.hooks, ",")
@@ -109,8 +122,12 @@ impl Variant {
             .decoder
             .map(|d| format!("{}-", d.name()))
             .unwrap_or_default();
+        let rho = self
+            .keep_ratio
+            .map(|r| format!("rho{r}-"))
+            .unwrap_or_default();
         format!(
-            "{decoder}{}-{}-h{}-s{seed}",
+            "{rho}{decoder}{}-{}-h{}-s{seed}",
             attention_name(self.attention),
             readout_name(self.readout),
             join_hooks(&self.hooks, "-")
@@ -162,7 +179,7 @@ impl Grid {
         Ok(grid)
     }
 
-    /// Every run of the grid (decoder, then attention, then readout, then hooks, then seed,
+    /// Every run of the grid (keep ratio, then decoder, then attention, then readout, then hooks, then seed,
     /// slowest first), each with a validated configuration.
     pub fn plan(&self) -> Result<Vec<PlannedRun>, AblateError> {
         let invalid = |message: String| AblateError::Invalid {
@@ -206,6 +223,7 @@ impl Grid {
         repeated("hooks", has_duplicates(&self.hooks))?;
         repeated("seeds", has_duplicates(&self.seeds))?;
         repeated("decoder", has_duplicates(&self.decoder))?;
+        repeated("keep_ratio", has_duplicates(&self.keep_ratio))?;
 
         let base = self.base_config()?;
         if !self.decoder.is_empty() && base.task() != Task::Segmentation {
@@ -224,8 +242,16 @@ impl Grid {
         } else {
             self.decoder.iter().copied().map(Some).collect()
         };
+        let ratios: Vec<Option<f64>> = if self.keep_ratio.is_empty() {
+            vec![None]
+        } else {
+            self.keep_ratio.iter().copied().map(Some).collect()
+        };
         let mut runs = Vec::new();
-        for &decoder in &decoders {
+        for (&keep_ratio, &decoder) in ratios
+            .iter()
+            .flat_map(|r| decoders.iter().map(move |d| (r, d)))
+        {
             for &attention in &self.attention {
                 for &readout in &self.readout {
                     for hooks in &self.hooks {
@@ -235,6 +261,7 @@ impl Grid {
                                 readout,
                                 hooks: hooks.clone(),
                                 decoder,
+                                keep_ratio,
                             };
                             let name = variant.run_name(seed);
                             let mut config = base.clone();
@@ -243,6 +270,9 @@ impl Grid {
                             config.set_attention(attention);
                             config.model.decoder.readout = readout;
                             config.model.encoder.hooks = hooks.clone();
+                            if let Some(rho) = keep_ratio {
+                                config.model.encoder.keep_ratio = rho;
+                            }
                             if let Some(decoder) = decoder {
                                 config
                                     .set_decoder(decoder)

@@ -83,6 +83,7 @@ mod tests {
                 readout,
                 hooks: vec![3, 6, 9, 12],
                 decoder: None,
+                keep_ratio: None,
             },
             seed,
             steps: 10,
@@ -96,6 +97,10 @@ mod tests {
             parameters: 1000,
             decoder_parameters: Some(400),
             seconds_per_step: Some(0.5),
+            encoder_gflops: None,
+            corr: None,
+            corr_dense: None,
+            target_overlap: None,
             indicators: Some(Indicators {
                 selectivity: abs_rel / 10.0,
                 ..Indicators::default()
@@ -218,7 +223,79 @@ mod tests {
             runs.lines()
                 .nth(2)
                 .unwrap()
-                .starts_with("svda-ignore-s1,svda,ignore,3 6 9 12,1,10,0.350000")
+                .starts_with("svda-ignore-s1,,svda,ignore,3 6 9 12,1,10,0.350000")
+        );
+    }
+
+    #[test]
+    fn the_sparsity_grid_varies_the_keep_ratio_and_its_table_compares_with_dense() {
+        let grid = Grid::load("sparsity").unwrap();
+        let runs = grid.plan().unwrap();
+        assert_eq!(runs.len(), 10, "5 keep ratios x 2 seeds");
+        assert_eq!(runs[0].name, "rho1-standard-project-h3-6-9-12-s0");
+        assert_eq!(runs[5].name, "rho0.3-standard-project-h3-6-9-12-s1");
+        assert_eq!(
+            runs[4].variant.label(),
+            "rho 0.3 / standard / project / 3,6,9,12"
+        );
+        for (run, rho) in runs
+            .iter()
+            .zip([1.0, 1.0, 0.5, 0.5, 0.3, 0.3, 0.2, 0.2, 0.1, 0.1])
+        {
+            assert_eq!(run.config.model.encoder.keep_ratio, rho, "{}", run.name);
+            assert_eq!(run.variant.keep_ratio, Some(rho));
+            // At least 64 patch tokens, where sparsity means something.
+            let [h, w] = run.config.data.image_size;
+            assert!(h / 16 * (w / 16) >= 64, "{}", run.name);
+        }
+        let bad = "name = \"x\"\nsteps = 1\nkeep_ratio = [0.5, 0.5]\nattention = [\"standard\"]\n\
+                   readout = [\"project\"]\nhooks = [[3, 6, 9, 12]]\nseeds = [0]\n";
+        let msg = Grid::parse(bad, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("keep_ratio lists a value twice"), "{msg}");
+        let out_of_range = bad.replace("[0.5, 0.5]", "[1.5]");
+        let msg = Grid::parse(&out_of_range, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("got 1.5"), "{msg}");
+
+        let with = |rho: f64, seed: u64, abs_rel: f64, gflops: f64, sps: f64| {
+            let mut r = result(AttentionKind::Standard, Readout::Project, seed, abs_rel);
+            r.variant.keep_ratio = Some(rho);
+            r.run = r.variant.run_name(seed);
+            r.encoder_gflops = Some(gflops);
+            r.seconds_per_step = Some(sps);
+            r.corr = (rho < 1.0).then_some(0.6);
+            r
+        };
+        let results = vec![
+            with(1.0, 0, 0.20, 2.0, 0.4),
+            with(1.0, 1, 0.22, 2.0, 0.4),
+            with(0.3, 0, 0.21, 1.0, 0.2),
+            with(0.3, 1, 0.23, 1.0, 0.2),
+        ];
+        let md = results_markdown(&grid, &results, 10, &[]);
+        let table = md
+            .split("## Sparse token updates")
+            .nth(1)
+            .expect("a sparsity table");
+        assert!(
+            table.contains("| 1 | 2 | 0.2100 ± 0.0141 | 1.000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 0.3 | 2 | 0.2200 ± 0.0141 | 1.048 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 1.000 | 2.000 | 0.200 ± 0.000 | 2.000 | 0.600 ± 0.000 | – | – |"),
+            "{table}"
+        );
+        let csv = results_csv(&results);
+        assert!(
+            csv.lines().nth(2).unwrap().starts_with("0.300,standard"),
+            "{csv}"
         );
     }
 
@@ -397,6 +474,7 @@ mod tests {
             readout: Readout::Project,
             hooks: vec![3, 6, 9, 12],
             decoder: Some(decoder),
+            keep_ratio: None,
         };
         RunResult {
             run: variant.run_name(seed),
@@ -413,6 +491,10 @@ mod tests {
             parameters: 5000 + decoder_parameters,
             decoder_parameters: Some(decoder_parameters),
             seconds_per_step: Some(0.1 * (1 + seed) as f64),
+            encoder_gflops: None,
+            corr: None,
+            corr_dense: None,
+            target_overlap: None,
             indicators: None,
             selectivity_by_layer: Vec::new(),
             sigma: Vec::new(),
@@ -521,7 +603,7 @@ mod tests {
             csv.lines()
                 .nth(1)
                 .unwrap()
-                .starts_with("svda,ignore,3 6 9 12,1,0.193412,")
+                .starts_with(",svda,ignore,3 6 9 12,1,0.193412,")
         );
     }
 }

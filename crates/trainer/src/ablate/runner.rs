@@ -157,6 +157,10 @@ pub fn run_grid(grid: &Grid, options: &AblateOptions) -> Result<AblationSummary,
             decoder_parameters: Some(outcome.decoder_parameters),
             seconds_per_step: (!outcome.losses.is_empty())
                 .then(|| outcome.update_seconds / outcome.losses.len() as f64),
+            encoder_gflops: Some(encoder_gflops(&run.config)),
+            corr: last_value(&run_dir.join("metrics.jsonl"), "corr"),
+            corr_dense: last_value(&run_dir.join("eval.jsonl"), "corr_dense"),
+            target_overlap: last_value(&run_dir.join("eval.jsonl"), "target_overlap"),
             indicators: record.as_ref().map(mean_indicators),
             selectivity_by_layer: record
                 .as_ref()
@@ -218,4 +222,21 @@ fn check_unchanged(run_dir: &Path, config: &TrainConfig) -> Result<(), AblateErr
         dir: run_dir.into(),
         difference,
     })
+}
+
+/// Counted encoder GFLOPs of one image of the run (its image size and keep ratio, inference).
+fn encoder_gflops(config: &TrainConfig) -> f64 {
+    let encoder = &config.model.encoder;
+    let [h, w] = config.data.image_size;
+    let p = encoder.patch_size as usize;
+    let grid = ((h / p) as i64, (w / p) as i64);
+    glassbox_encoder::EncoderMacs::count(encoder, grid, encoder.keep_ratio).flops() / 1e9
+}
+
+/// The last value of `key` in a JSONL log of the run (sparse runs log `corr` with the loss and
+/// the selection quality with each validation), if any.
+fn last_value(log: &Path, key: &str) -> Option<f64> {
+    crate::train::logs::read_series(log, key)
+        .last()
+        .map(|&(_, value)| value)
 }

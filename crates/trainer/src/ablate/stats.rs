@@ -44,6 +44,20 @@ pub struct RunResult {
     /// probes and checkpoints excluded); absent when that invocation made no update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds_per_step: Option<f64>,
+    /// Counted encoder GFLOPs of one image at the run's size and keep ratio, inference
+    /// (`glassbox_encoder::EncoderMacs`; absent in results written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_gflops: Option<f64>,
+    /// Sparse runs: the last logged `corr`, the share of the kept queries' attention mass on the
+    /// kept patch tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corr: Option<f64>,
+    /// Sparse runs, final validation: the share of a dense pass's attention mass on the kept
+    /// tokens, and the overlap of the scorer's target with a dense pass's (`SelectionQuality`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corr_dense: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_overlap: Option<f64>,
     /// Final spectral indicators, mean over layers and heads (absent if the run had no probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indicators: Option<Indicators>,
@@ -111,6 +125,10 @@ pub struct GroupStats {
     pub miou_baseline: Option<Stat>,
     pub train_seconds: Stat,
     pub seconds_per_step: Option<Stat>,
+    pub encoder_gflops: Option<Stat>,
+    pub corr: Option<Stat>,
+    pub corr_dense: Option<Stat>,
+    pub target_overlap: Option<Stat>,
     pub parameters: Stat,
     pub decoder_parameters: Option<Stat>,
     /// Per indicator, over the runs that have it.
@@ -145,6 +163,10 @@ impl GroupStats {
             miou_baseline: some(|r| r.miou_baseline),
             train_seconds: stat(|r| r.train_seconds)?,
             seconds_per_step: some(|r| r.seconds_per_step),
+            encoder_gflops: some(|r| r.encoder_gflops),
+            corr: some(|r| r.corr),
+            corr_dense: some(|r| r.corr_dense),
+            target_overlap: some(|r| r.target_overlap),
             parameters: stat(|r| r.parameters as f64)?,
             decoder_parameters: some(|r| r.decoder_parameters.map(|p| p as f64)),
             indicators,
@@ -163,6 +185,8 @@ impl GroupStats {
 /// The factors a grid varies, for the per-factor tables and bar charts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Factor {
+    /// The keep ratio of sparse token updates (one level, `–`, unless the grid varies it).
+    KeepRatio,
     /// The segmentation decoder (one level, `–`, in depth grids).
     Decoder,
     Attention,
@@ -172,7 +196,8 @@ pub enum Factor {
 
 impl Factor {
     /// In the order of the per-factor tables and figures.
-    pub const ALL: [Factor; 4] = [
+    pub const ALL: [Factor; 5] = [
+        Factor::KeepRatio,
         Factor::Decoder,
         Factor::Attention,
         Factor::Readout,
@@ -181,6 +206,7 @@ impl Factor {
 
     pub fn name(self) -> &'static str {
         match self {
+            Factor::KeepRatio => "keep_ratio",
             Factor::Decoder => "decoder",
             Factor::Attention => "attention",
             Factor::Readout => "readout",
@@ -191,6 +217,9 @@ impl Factor {
     /// The level of this factor in a variant, as printed.
     pub fn level(self, variant: &Variant) -> String {
         match self {
+            Factor::KeepRatio => variant
+                .keep_ratio
+                .map_or_else(|| "–".into(), |r| r.to_string()),
             Factor::Decoder => variant.decoder.map_or("–", |d| d.name()).into(),
             Factor::Attention => attention_name(variant.attention).into(),
             Factor::Readout => readout_name(variant.readout).into(),

@@ -136,8 +136,9 @@ fn results_csv_for(task: Task, results: &[RunResult]) -> String {
         return segmentation_results_csv(results);
     }
     let mut out = String::from(
-        "attention,readout,hooks,seeds,abs_rel_mean,abs_rel_std,delta1_mean,delta1_std,\
-         rmse_mean,rmse_std,train_seconds_mean,train_seconds_std,parameters",
+        "keep_ratio,attention,readout,hooks,seeds,abs_rel_mean,abs_rel_std,delta1_mean,\
+         delta1_std,rmse_mean,rmse_std,train_seconds_mean,train_seconds_std,\
+         seconds_per_step_mean,seconds_per_step_std,encoder_gflops,corr_mean,parameters",
     );
     for (i, _) in INDICATOR_COLUMNS {
         let _ = write!(out, ",{0}_mean,{0}_std", i.name());
@@ -147,16 +148,20 @@ fn results_csv_for(task: Task, results: &[RunResult]) -> String {
         let (abs_rel, abs_rel_std) = fmt_opt(s.abs_rel.as_ref(), 6);
         let (delta1, delta1_std) = fmt_opt(s.delta1.as_ref(), 6);
         let (rmse, rmse_std) = fmt_opt(s.rmse.as_ref(), 6);
+        let (sps, sps_std) = fmt_opt(s.seconds_per_step.as_ref(), 6);
         let _ = write!(
             out,
-            "{},{},{},{},{abs_rel},{abs_rel_std},{delta1},{delta1_std},{rmse},{rmse_std},{:.2},\
-             {:.2},{:.0}",
+            "{},{},{},{},{},{abs_rel},{abs_rel_std},{delta1},{delta1_std},{rmse},{rmse_std},{:.2},\
+             {:.2},{sps},{sps_std},{},{},{:.0}",
+            cell_opt(v.keep_ratio, 3),
             attention_name(v.attention),
             readout_name(v.readout),
             join_hooks(&v.hooks, " "),
             s.runs,
             s.train_seconds.mean,
             s.train_seconds.std,
+            cell_opt(s.encoder_gflops.map(|g| g.mean), 3),
+            cell_opt(s.corr.map(|c| c.mean), 6),
             s.parameters.mean
         );
         for (i, _) in INDICATOR_COLUMNS {
@@ -179,7 +184,8 @@ fn runs_csv_for(task: Task, results: &[RunResult]) -> String {
         return segmentation_runs_csv(results);
     }
     let mut out = String::from(
-        "run,attention,readout,hooks,seed,steps,abs_rel,delta1,rmse,train_seconds,parameters",
+        "run,keep_ratio,attention,readout,hooks,seed,steps,abs_rel,delta1,rmse,train_seconds,\
+         seconds_per_step,encoder_gflops,corr,parameters",
     );
     for (i, _) in INDICATOR_COLUMNS {
         let _ = write!(out, ",{}", i.name());
@@ -188,8 +194,9 @@ fn runs_csv_for(task: Task, results: &[RunResult]) -> String {
     for r in results {
         let _ = write!(
             out,
-            "{},{},{},{},{},{},{},{},{},{:.2},{}",
+            "{},{},{},{},{},{},{},{},{},{},{:.2},{},{},{},{}",
             r.run,
+            cell_opt(r.variant.keep_ratio, 3),
             attention_name(r.variant.attention),
             readout_name(r.variant.readout),
             join_hooks(&r.variant.hooks, " "),
@@ -199,6 +206,9 @@ fn runs_csv_for(task: Task, results: &[RunResult]) -> String {
             cell_opt(r.delta1, 6),
             cell_opt(r.rmse, 6),
             r.train_seconds,
+            cell_opt(r.seconds_per_step, 6),
+            cell_opt(r.encoder_gflops, 3),
+            cell_opt(r.corr, 6),
             r.parameters
         );
         indicator_cells(&mut out, r);
@@ -369,6 +379,7 @@ fn depth_tables(md: &mut String, grid: &Grid, results: &[RunResult], planned: us
             s.parameters.mean
         );
     }
+    sparsity_table(md, results);
     for factor in Factor::ALL {
         let levels = aggregate_factor(results, factor);
         if levels.len() < 2 {
@@ -391,6 +402,55 @@ fn depth_tables(md: &mut String, grid: &Grid, results: &[RunResult], planned: us
                 pm(&s.train_seconds, 1)
             );
         }
+    }
+}
+
+/// The keep-ratio table of a grid that varies it (`docs/sparse.md`): accuracy, counted encoder
+/// FLOPs and measured time per update, each beside the dense variant's (rho = 1, same other
+/// factors), and `corr`.
+fn sparsity_table(md: &mut String, results: &[RunResult]) {
+    let levels = aggregate_factor(results, Factor::KeepRatio);
+    if levels.len() < 2 {
+        return;
+    }
+    let dense = levels.iter().find(|(l, _)| l == "1").map(|(_, s)| s);
+    let ratio = |a: Option<&Stat>, b: Option<&Stat>| match (a, b) {
+        (Some(a), Some(b)) if b.mean > 0.0 => format!("{:.3}", a.mean / b.mean),
+        _ => "–".into(),
+    };
+    md.push_str(
+        "\n## Sparse token updates (other factors and seeds pooled)\n\nEncoder GFLOPs: counted \
+         for one image at the grid's size, inference (2 x multiply-accumulates of the matrix \
+         products, docs/sparse.md). s / step: measured wall time per training update (scorer \
+         and its loss included). corr: share of the kept queries' attention mass on the kept \
+         patch tokens at the last logged step; dense corr: share of a dense pass's attention \
+         mass (same weights, every query) on the kept tokens, and target overlap: the share of \
+         the scorer's top-k target that a dense pass's top-k shares, both on the first \
+         validation images at the final validation (chance level: the keep ratio). Ratios \
+         divide by the dense (keep ratio 1) row.\n\n| keep ratio | runs | AbsRel | AbsRel / \
+         dense | δ1 | encoder GFLOPs | dense / sparse FLOPs | s / step | dense / sparse time | \
+         corr | dense corr | target overlap |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\
+         ---:|---:|---:|\n",
+    );
+    for (level, s) in &levels {
+        let flops = s.encoder_gflops.as_ref();
+        let dense_flops = dense.and_then(|d| d.encoder_gflops.as_ref());
+        let dense_time = dense.and_then(|d| d.seconds_per_step.as_ref());
+        let _ = writeln!(
+            md,
+            "| {level} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.runs,
+            pm_opt(s.abs_rel.as_ref(), 4),
+            ratio(s.abs_rel.as_ref(), dense.and_then(|d| d.abs_rel.as_ref())),
+            pm_opt(s.delta1.as_ref(), 4),
+            flops.map_or_else(|| "–".into(), |f| format!("{:.3}", f.mean)),
+            ratio(dense_flops, flops),
+            pm_opt(s.seconds_per_step.as_ref(), 3),
+            ratio(dense_time, s.seconds_per_step.as_ref()),
+            pm_opt(s.corr.as_ref(), 3),
+            pm_opt(s.corr_dense.as_ref(), 3),
+            pm_opt(s.target_overlap.as_ref(), 3),
+        );
     }
 }
 

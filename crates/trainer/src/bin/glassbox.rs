@@ -79,6 +79,10 @@ enum Cmd {
         /// Query token of the attention map (0 = readout, 1.. = patches row-major).
         #[arg(long, requires = "attention_layer")]
         token: Option<usize>,
+        /// Sparse token updates at this keep ratio in (0, 1] (1 = dense; default: the one the
+        /// checkpoint was trained with). Below 1 it writes `<stem>_kept.png`, the kept tokens.
+        #[arg(long)]
+        keep_ratio: Option<f64>,
         #[arg(long, default_value = "auto")]
         device: String,
         #[arg(required = true)]
@@ -326,11 +330,15 @@ fn run(cli: Cli) -> Result<()> {
             depth16,
             attention_layer,
             token,
+            keep_ratio,
             device,
             images,
         } => {
             let device = resolve_device(&device)?;
-            let loaded = predict::load_checkpoint(&checkpoint, device)?;
+            let mut loaded = predict::load_checkpoint(&checkpoint, device)?;
+            if let Some(rho) = keep_ratio {
+                predict::set_keep_ratio(&mut loaded, rho)?;
+            }
             let out = out.unwrap_or_else(|| {
                 checkpoint
                     .parent()

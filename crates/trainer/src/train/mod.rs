@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use tch::Device;
 
 pub use run::train;
-pub use step::{Trainer, depth_loss, segmentation_loss, task_loss};
+pub use step::{SaliencyLog, StepOutcome, Trainer, depth_loss, segmentation_loss, task_loss};
 
 use crate::eval::EvalReport;
 

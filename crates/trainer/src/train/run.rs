@@ -11,7 +11,7 @@ use glassbox_spectral::SpectralRecord;
 use serde_json::json;
 use tch::Device;
 
-use super::logs::{Progress, append, read_losses, truncate_log};
+use super::logs::{Progress, append, read_losses, read_series, truncate_log};
 use super::step::{StepOutcome, Trainer};
 use super::{TrainError, TrainOptions, TrainSummary, physical_cores, resolve_device};
 use crate::checkpoint::CheckpointPaths;
@@ -242,12 +242,14 @@ impl<'a> Run<'a> {
         if step.is_multiple_of(c.schedule.log_every.max(1)) || step == end {
             let factor = lr_factor(step - 1, c.optim.warmup_steps, total, c.optim.min_lr_ratio);
             let (lr_b, lr_d) = self.trainer.optimizer.learning_rates(factor);
-            append(
-                &self.logs.metrics,
-                &json!({"step": step, "loss": outcome.loss, "lr_backbone": lr_b,
-                        "lr_decoder": lr_d, "time": self.started.elapsed().as_secs_f64(),
-                        "images_per_s": rate, "data_wait_s": outcome.data_wait.as_secs_f64()}),
-            )?;
+            let mut line = json!({"step": step, "loss": outcome.loss, "lr_backbone": lr_b,
+                    "lr_decoder": lr_d, "time": self.started.elapsed().as_secs_f64(),
+                    "images_per_s": rate, "data_wait_s": outcome.data_wait.as_secs_f64()});
+            if let Some(s) = outcome.saliency {
+                line["saliency_loss"] = json!(s.loss);
+                line["corr"] = json!(s.corr);
+            }
+            append(&self.logs.metrics, &line)?;
         }
         self.progress.update(
             step,
@@ -280,6 +282,16 @@ impl<'a> Run<'a> {
         let mut line = serde_json::Map::new();
         line.insert("step".into(), json!(step));
         line.extend(report.log_fields());
+        if let Some(quality) = self.selection_quality()? {
+            for (key, value) in [
+                ("corr", quality.corr),
+                ("corr_dense", quality.corr_dense),
+                ("target_overlap", quality.target_overlap),
+                ("kept_share", quality.kept_share),
+            ] {
+                line.insert(key.into(), json!(value));
+            }
+        }
         line.insert("time".into(), json!(self.started.elapsed().as_secs_f64()));
         append(&self.logs.eval, &serde_json::Value::Object(line))?;
         self.progress
@@ -296,6 +308,61 @@ impl<'a> Run<'a> {
         }
         self.last_eval = Some(report);
         Ok(())
+    }
+
+    /// The report's sparse-token section and its figure (`selection.png`): keep ratio, counted
+    /// encoder cost against dense, and the last logged selection numbers.
+    fn sparse_section(&self) -> Result<String, TrainError> {
+        let (dir, config) = (&self.dir, self.config);
+        let encoder = &config.model.encoder;
+        let rho = self.trainer.model.encoder().keep_ratio();
+        report::selection_curves(
+            &dir.join("metrics.jsonl"),
+            &dir.join("eval.jsonl"),
+            rho,
+            &dir.join(report::SELECTION_STEM),
+        )
+        .map_err(|e| TrainError::Figure(Box::new(e)))?;
+        let [h, w] = config.data.image_size;
+        let p = encoder.patch_size as usize;
+        let grid = ((h / p) as i64, (w / p) as i64);
+        let np = grid.0 * grid.1;
+        let gflops = |r| glassbox_encoder::EncoderMacs::count(encoder, grid, r).flops() / 1e9;
+        let last = |log: &str, key: &str| {
+            read_series(&dir.join(log), key)
+                .last()
+                .map_or_else(|| "–".to_string(), |&(_, v)| format!("{v:.3}"))
+        };
+        Ok(format!(
+            "\n## Sparse token updates (docs/sparse.md)\n\nKeep ratio {rho}: each block updates \
+             {k} of the {np} patch tokens of a {h}x{w} image (plus the readout token); encoder \
+             {sparse:.3} GFLOPs per image against {dense:.3} dense (counted, inference). \
+             Last training step: corr {corr} (share of the kept queries' attention mass on the \
+             kept tokens). Last validation: {dense_corr} of a dense pass's attention mass falls \
+             on the kept tokens, and {overlap} of the scorer's target is also a dense pass's \
+             top-k (chance: {rho}).\nselection.png (and .svg): the same over training.\n",
+            k = glassbox_encoder::sparse::kept_count(rho, np),
+            sparse = gflops(rho),
+            dense = gflops(1.0),
+            corr = last("metrics.jsonl", "corr"),
+            dense_corr = last("eval.jsonl", "corr_dense"),
+            overlap = last("eval.jsonl", "target_overlap"),
+        ))
+    }
+
+    /// A sparse encoder's selection quality on the first validation images (`docs/sparse.md`);
+    /// `None` for a dense one.
+    fn selection_quality(&self) -> Result<Option<glassbox_encoder::SelectionQuality>, TrainError> {
+        if self.trainer.model.encoder().keep_ratio() >= 1.0 {
+            return Ok(None);
+        }
+        let images = first_images(&self.data, 8, self.trainer.device)?;
+        Ok(self
+            .trainer
+            .model
+            .encoder()
+            .selection_quality(&images.rgb)
+            .map_err(glassbox_dpt::DptError::from)?)
     }
 
     /// Appends DEPICT's white-box diagnostics on the first validation images to `depict.jsonl`
@@ -477,6 +544,9 @@ impl<'a> Run<'a> {
                  matrices).\n",
                 crate::whitebox::markdown(last)
             ));
+        }
+        if config.model.encoder.is_sparse() {
+            text.push_str(&self.sparse_section()?);
         }
         let spectral = dir.join(glassbox_spectral::SPECTRAL_FILE);
         if let Ok(records) = glassbox_spectral::read_spectral_log(&spectral)

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use glassbox_data::sample::derive_seed;
 use glassbox_dpt::{Dpt, DptOutput};
+use glassbox_encoder::Saliency;
 use glassbox_losses::LossConfig;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -41,15 +42,18 @@ pub fn with_torch_seed<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
 
 /// The training loss of one batch for the run's task: the depth loss of the disparity, or
 /// cross-entropy of the class logits (main + weighted auxiliary) against the batch's labels.
+/// A sparse encoder's selection comes back with it, for the scorer's loss and the `corr` log.
 pub fn task_loss(
     config: &TrainConfig,
     model: &Dpt,
     batch: &TensorBatch,
-) -> Result<Tensor, TrainError> {
-    match model.forward_t(&batch.rgb, true)? {
-        DptOutput::Disparity(disparity) => depth_loss(config, &disparity, batch),
-        DptOutput::Segmentation(out) => segmentation_loss(config, &out, batch),
-    }
+) -> Result<(Tensor, Option<Saliency>), TrainError> {
+    let (prediction, saliency) = model.forward_with_saliency_t(&batch.rgb, true)?;
+    let loss = match prediction {
+        DptOutput::Disparity(disparity) => depth_loss(config, &disparity, batch)?,
+        DptOutput::Segmentation(out) => segmentation_loss(config, &out, batch)?,
+    };
+    Ok((loss, saliency))
 }
 
 /// Cross-entropy of a segmentation output against the batch's labels (ignore label excluded).
@@ -116,6 +120,18 @@ pub struct StepOutcome {
     pub loss: f64,
     /// Time spent waiting for the loader (zero when the prefetch queue keeps up).
     pub data_wait: Duration,
+    /// Sparse encoders: the scorer's BCE and `corr` (the share of the received attention mass
+    /// on the kept tokens), means over the micro-batches (`docs/sparse.md`).
+    pub saliency: Option<SaliencyLog>,
+}
+
+/// What a sparse update logs about its token selection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SaliencyLog {
+    /// The scorer's binary cross-entropy (its whole loss; not part of the logged task loss).
+    pub loss: f64,
+    /// Share of the kept queries' attention mass that falls on the kept patch tokens.
+    pub corr: f64,
 }
 
 /// A model, its variables and optimiser, built from a config on a device.
@@ -185,6 +201,7 @@ impl Trainer {
         self.optimizer.zero_grad();
         let mut data_wait = Duration::ZERO;
         let step_seed = derive_seed(c.seed, step as u64, STEP_STREAM);
+        let mut saliency_log: Option<SaliencyLog> = None;
         let total = with_torch_seed(step_seed, || -> Result<f64, TrainError> {
             let mut total = 0.0;
             for _ in 0..accumulate {
@@ -194,7 +211,8 @@ impl Trainer {
                     .ok_or(TrainError::DataEnded { step: step + 1 })??;
                 data_wait += waited.elapsed();
                 let batch = TensorBatch::new(&batch, self.device);
-                let loss = task_loss(c, &self.model, &batch)? / accumulate as f64;
+                let (loss, saliency) = task_loss(c, &self.model, &batch)?;
+                let mut loss = loss / accumulate as f64;
                 let value = loss.double_value(&[]);
                 if !value.is_finite() {
                     return Err(TrainError::NonFinite {
@@ -203,6 +221,20 @@ impl Trainer {
                         value,
                         last: last.to_string(),
                     });
+                }
+                // The scorer learns from its BCE alone (its input is detached and top-k has no
+                // gradient), so adding it changes no other parameter's gradient.
+                if let Some(s) = &saliency
+                    && let (Some(bce), Some(corr)) = (s.loss(), s.corr())
+                {
+                    let share = 1.0 / accumulate as f64;
+                    let entry = saliency_log.get_or_insert(SaliencyLog {
+                        loss: 0.0,
+                        corr: 0.0,
+                    });
+                    entry.loss += bce.double_value(&[]) * share;
+                    entry.corr += corr.double_value(&[]) * share;
+                    loss += bce * share;
                 }
                 loss.backward();
                 total += value;
@@ -231,6 +263,7 @@ impl Trainer {
         Ok(StepOutcome {
             loss: total,
             data_wait,
+            saliency: saliency_log,
         })
     }
 
