@@ -4,6 +4,7 @@
 
 mod bench;
 mod libtorch;
+mod screenshot;
 mod system;
 
 use std::ffi::OsString;
@@ -71,6 +72,9 @@ enum Cmd {
     /// Time whole-DPT inference and train steps, ours vs HF transformers (PyTorch eager), same
     /// threads; writes target/bench/dpt.{md,json}.
     Bench(bench::BenchArgs),
+    /// Picture HTML pages as headless Chromium draws them: `cargo xtask screenshot
+    /// runs/default` writes runs/default/index.png (installs Debian's chromium on first use).
+    Screenshot(screenshot::ScreenshotArgs),
 }
 
 fn main() {
@@ -87,6 +91,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     let env = BuildEnv::prepare(&root)?;
     match cli.command {
         Cmd::Bench(args) => bench::bench(&env, &root, &args)?,
+        Cmd::Screenshot(args) => screenshot::screenshot(&args)?,
         Cmd::Setup => {
             let t = &env.torch;
             println!("libtorch {} at {}", t.version, t.libtorch.display());

@@ -104,11 +104,35 @@ struct PanelGrid {
     legend: bool,
 }
 
+/// A legend of more lines than this (a line per layer) goes beside its plot, where it hides
+/// nothing, rather than in a corner of it.
+const MAX_LEGEND_INSIDE: usize = 6;
+
+/// Width in pixels added to the right of a panel for a legend beside its plot.
+const LEGEND_BESIDE_WIDTH: u32 = 160;
+
+impl PanelGrid {
+    /// Whether the legends go beside the plots: one rule for the whole grid, so its panels stay
+    /// aligned.
+    fn legend_beside(&self) -> bool {
+        self.legend
+            && self
+                .panels
+                .iter()
+                .any(|p| p.lines.len() > MAX_LEGEND_INSIDE)
+    }
+}
+
 impl Figure for PanelGrid {
     fn size(&self) -> (u32, u32) {
         let rows = self.panels.len().div_ceil(self.cols).max(1) as u32;
         let cols = self.cols.min(self.panels.len()).max(1) as u32;
-        (cols * self.panel_size.0, rows * self.panel_size.1)
+        let extra = if self.legend_beside() {
+            LEGEND_BESIDE_WIDTH
+        } else {
+            0
+        };
+        (cols * (self.panel_size.0 + extra), rows * self.panel_size.1)
     }
 
     fn draw<DB: DrawingBackend>(
@@ -119,17 +143,32 @@ impl Figure for PanelGrid {
         let rows = self.panels.len().div_ceil(self.cols).max(1);
         let cols = self.cols.min(self.panels.len()).max(1);
         let areas = root.split_evenly((rows, cols));
+        let legend = match (self.legend, self.legend_beside()) {
+            (false, _) => Legend::None,
+            (true, false) => Legend::Inside,
+            (true, true) => Legend::Beside,
+        };
         for (panel, area) in self.panels.iter().zip(areas.iter()) {
-            draw_panel(panel, area, self.legend).map_err(|e| e.to_string())?;
+            draw_panel(panel, area, legend).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 }
 
+/// Where a panel's legend goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Legend {
+    None,
+    /// In the plot's emptiest corner.
+    Inside,
+    /// To the right of the plot, in [`LEGEND_BESIDE_WIDTH`] pixels kept free for it.
+    Beside,
+}
+
 fn draw_panel<DB: DrawingBackend>(
     panel: &Panel,
     area: &DrawingArea<DB, Shift>,
-    legend: bool,
+    legend: Legend,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let extent = panel
         .x_range
@@ -146,18 +185,34 @@ fn draw_panel<DB: DrawingBackend>(
             .flat_map(|l| l.points.iter().copied())
             .chain(extent),
     );
+    // Where no corner is free of data, headroom above the lines makes one.
+    let (corner, y_range) = match emptiest_corner(panel, &x_range, &y_range) {
+        (corner, 0) => (corner, y_range),
+        _ if legend != Legend::Inside => (SeriesLabelPosition::UpperRight, y_range),
+        _ => {
+            let room = 0.35 * (y_range.end - y_range.start);
+            (
+                SeriesLabelPosition::UpperRight,
+                y_range.start..y_range.end + room,
+            )
+        }
+    };
     let y_digits = if panel.log_y {
         // Ticks at log10 values label the values themselves; enough digits for the smallest.
         tick_digits(10f64.powf(y_range.start).min(1.0))
     } else {
         tick_digits(y_range.end - y_range.start)
     };
-    let mut chart = ChartBuilder::on(area)
+    let mut builder = ChartBuilder::on(area);
+    builder
         .caption(&panel.title, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(34)
-        .y_label_area_size(44 + 7 * y_digits as u32)
-        .build_cartesian_2d(x_range.clone(), y_range.clone())?;
+        .y_label_area_size(44 + 7 * y_digits as u32);
+    if legend == Legend::Beside {
+        builder.margin_right(LEGEND_BESIDE_WIDTH);
+    }
+    let mut chart = builder.build_cartesian_2d(x_range.clone(), y_range.clone())?;
     let integer_x = panel
         .lines
         .iter()
@@ -196,41 +251,78 @@ fn draw_panel<DB: DrawingBackend>(
             LineSeries::new(line.points.iter().copied(), color.stroke_width(width))
                 .point_size(size),
         )?;
-        if legend {
+        if legend == Legend::Inside {
             series.label(line.label.as_str()).legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(width))
             });
         }
     }
-    if legend && !panel.lines.is_empty() {
-        let corner = emptiest_corner(panel, &x_range, &y_range);
-        chart
-            .configure_series_labels()
-            .position(corner)
-            .background_style(WHITE.mix(0.8))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font(("sans-serif", 11))
-            .draw()?;
+    match legend {
+        Legend::Inside if !panel.lines.is_empty() => {
+            chart
+                .configure_series_labels()
+                .position(corner)
+                .background_style(WHITE.mix(0.8))
+                .border_style(RGBColor(180, 180, 180))
+                .label_font(("sans-serif", 11))
+                .draw()?;
+        }
+        Legend::Beside => {
+            // The plot area clips what is drawn on it, so the entries go on the panel itself.
+            let (ax, ay) = area.get_base_pixel();
+            let plot = chart.plotting_area();
+            let (px, py) = plot.get_base_pixel();
+            let x = px - ax + plot.dim_in_pixel().0 as i32 + 12;
+            for (i, line) in panel.lines.iter().enumerate() {
+                let y = py - ay + 8 + 15 * i as i32;
+                let stroke = line.color.stroke_width(line.width);
+                area.draw(&PathElement::new(vec![(x, y), (x + 16, y)], stroke))?;
+                area.draw(&Text::new(
+                    line.label.clone(),
+                    (x + 22, y - 6),
+                    ("sans-serif", 11).into_font(),
+                ))?;
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
 
-/// The corner of the plot area with the fewest points (lower right on ties), so the legend hides
-/// as little data as possible: a falling loss ends in the lower right, a rising δ1 in the upper.
+/// The corner of the plot area that the lines cross least (lower right on ties) and how many
+/// samples of the lines fall in it, so the legend hides as little data as possible: a falling loss ends in the lower right, a rising δ1 in the
+/// upper. Each segment is sampled along its length, so a line passing through a corner counts
+/// there even when none of its points lie in it.
 fn emptiest_corner(
     panel: &Panel,
     x: &std::ops::Range<f64>,
     y: &std::ops::Range<f64>,
-) -> SeriesLabelPosition {
+) -> (SeriesLabelPosition, usize) {
+    const SAMPLES: usize = 16;
     let (w, h) = ((x.end - x.start).max(1e-12), (y.end - y.start).max(1e-12));
+    let samples: Vec<(f64, f64)> = panel
+        .lines
+        .iter()
+        .flat_map(|l| {
+            l.points
+                .windows(2)
+                .flat_map(|pair| {
+                    let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+                    (0..SAMPLES).map(move |k| {
+                        let t = k as f64 / SAMPLES as f64;
+                        (x0 + t * (x1 - x0), y0 + t * (y1 - y0))
+                    })
+                })
+                .chain(l.points.last().copied())
+        })
+        .map(|(px, py)| ((px - x.start) / w, (py - y.start) / h))
+        .collect();
+    // The box a legend of a few entries covers: about 40 % of the width, 30 % of the height.
     let count = |right: bool, top: bool| {
-        panel
-            .lines
+        samples
             .iter()
-            .flat_map(|l| &l.points)
-            .filter(|(px, py)| {
-                let (u, v) = ((px - x.start) / w, (py - y.start) / h);
-                (if right { u > 0.55 } else { u < 0.45 }) && (if top { v > 0.6 } else { v < 0.4 })
+            .filter(|(u, v)| {
+                (if right { *u > 0.6 } else { *u < 0.4 }) && (if top { *v > 0.7 } else { *v < 0.3 })
             })
             .count()
     };
@@ -242,8 +334,7 @@ fn emptiest_corner(
     ]
     .into_iter()
     .min_by_key(|(_, n)| *n)
-    .map(|(corner, _)| corner)
-    .unwrap_or(SeriesLabelPosition::LowerRight)
+    .unwrap_or((SeriesLabelPosition::LowerRight, 0))
 }
 
 /// Axis ranges of the points with 5 % padding; a flat or empty series still gets a visible range.

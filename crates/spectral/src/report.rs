@@ -185,10 +185,11 @@ pub fn run_section(run: &RunLogs, dir: &Path, href: &str) -> Result<(String, Vec
         let _ = writeln!(
             html,
             "<h3>Attention of three query patches (white frame), mean over heads; input \
-             on the left, then layers 1 to L ({})</h3>\n<img src=\"{}/attention.png\" \
-             style=\"max-width:100%\">",
+             on the left, then layers 1 to L ({}; click for full size)</h3>\n\
+             <a href=\"{href}/attention.png\"><img src=\"{href}/attention.png\" \
+             style=\"max-width:100%\"></a>",
             escape(&src.file_name().unwrap_or_default().to_string_lossy()),
-            escape(href)
+            href = escape(href)
         );
         figures.push(dst);
     }

@@ -114,7 +114,8 @@ pub struct SigmaSummary {
 /// Plain-text (markdown) tables of a record's per-layer means, one row per layer, for the end of
 /// a training log and the report page: ours (indicators 1-7), then the SVDA reference code's
 /// forms. Every selectivity and the attention distance are followed by their value for uniform
-/// attention (column `uniform`); `-` marks an indicator the layer does not have.
+/// attention (column `uniform`); `-` marks an indicator one layer lacks, and an indicator no layer
+/// has (sigma's for standard attention) is named under its table instead of filling a column.
 pub fn layer_table(record: &SpectralRecord) -> String {
     format!(
         "{}\nPaper forms (the SVDA reference code's definitions):\n\n{}",
@@ -124,15 +125,23 @@ pub fn layer_table(record: &SpectralRecord) -> String {
 }
 
 fn table_of(record: &SpectralRecord, indicators: &[Indicator]) -> String {
-    let has_uniform = |i: Indicator| {
-        record
-            .layers
-            .iter()
-            .any(|l| l.mean.uniform_value(i).is_some())
+    let has = |value: &dyn Fn(&crate::record::LayerIndicators) -> Option<f64>| {
+        record.layers.iter().any(|l| value(l).is_some())
     };
+    let (present, absent): (Vec<Indicator>, Vec<Indicator>) =
+        indicators.iter().partition(|&&i| has(&|l| l.mean.get(i)));
+    let absent: Vec<&str> = absent.iter().map(|i| i.name()).collect();
+    let absent = match absent.is_empty() {
+        true => String::new(),
+        false => format!("\nNot measured for this model: {}.\n", absent.join(", ")),
+    };
+    if present.is_empty() {
+        return absent;
+    }
+    let has_uniform = |i: Indicator| has(&|l| l.mean.uniform_value(i));
     let mut header = String::from("| layer |");
     let mut rule = String::from("|---|");
-    for &indicator in indicators {
+    for &indicator in &present {
         header.push_str(&format!(" {} |", indicator.name()));
         rule.push_str("---|");
         if has_uniform(indicator) {
@@ -147,7 +156,7 @@ fn table_of(record: &SpectralRecord, indicators: &[Indicator]) -> String {
     };
     for layer in &record.layers {
         out.push_str(&format!("| {} |", layer.layer));
-        for &indicator in indicators {
+        for &indicator in &present {
             out.push_str(&cell(layer.mean.get(indicator)));
             if has_uniform(indicator) {
                 out.push_str(&cell(layer.mean.uniform_value(indicator)));
@@ -155,6 +164,7 @@ fn table_of(record: &SpectralRecord, indicators: &[Indicator]) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&absent);
     out
 }
 
@@ -255,32 +265,29 @@ mod tests {
     }
 
     #[test]
-    fn layer_table_has_one_row_per_layer_and_dashes_for_missing_indicators() {
+    fn layer_table_has_one_row_per_layer_and_names_the_indicators_no_layer_has() {
         let record: SpectralRecord = serde_json::from_str(
-            r#"{"step":4,"layers":[{"layer":0,"heads":[{"head":0,"kind":"standard","effective_rank":3.5,"angular_alignment":0.25,"selectivity":0.5}],"mean":{"effective_rank":3.5,"angular_alignment":0.25,"selectivity":0.5}}]}"#,
+            r#"{"step":4,"layers":[{"layer":0,"heads":[{"head":0,"kind":"standard","effective_rank":3.5,"angular_alignment":0.25,"selectivity":0.5}],"mean":{"effective_rank":3.5,"angular_alignment":0.25,"selectivity":0.5}},{"layer":1,"heads":[{"head":0,"kind":"standard","effective_rank":2.5,"angular_alignment":0.125,"selectivity":0.75,"robustness_input":0.875}],"mean":{"effective_rank":2.5,"angular_alignment":0.125,"selectivity":0.75,"robustness_input":0.875}}]}"#,
         )
         .unwrap();
         let table = layer_table(&record);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 9);
-        assert!(
-            lines[0].contains("| selectivity | uniform |"),
-            "{}",
-            lines[0]
-        );
-        // Ours, with selectivity's uniform value 0 beside it; no grid, so no distance.
         assert_eq!(
-            lines[2],
-            "| 0 | - | 3.500 | - | - | 0.250 | 0.500 | 0.000 | - | - | - |"
+            lines[0],
+            "| layer | effective_rank | angular_alignment | selectivity | uniform | robustness_input |"
         );
-        // The paper forms: a record from before the Gini form existed has neither it nor its
-        // uniform value, and says so with dashes rather than zeros.
-        assert!(
-            lines[6].contains("| gini_selectivity | paper_robustness_input |"),
-            "{}",
-            lines[6]
+        // Ours, with selectivity's uniform value 0 beside it; a dash where one layer lacks a value.
+        assert_eq!(lines[2], "| 0 | 3.500 | 0.250 | 0.500 | 0.000 | - |");
+        assert_eq!(lines[3], "| 1 | 2.500 | 0.125 | 0.750 | 0.000 | 0.875 |");
+        // Sigma's indicators and the distance (no grid) are named, not columns of dashes.
+        assert_eq!(
+            lines[5],
+            "Not measured for this model: spectral_entropy, hoyer_sparsity, small_sigma_share, robustness_sigma, attention_distance."
         );
-        assert_eq!(lines[8], "| 0 | - | - | - | - | - | - |");
+        // The paper forms: a record from before they existed has none of them.
+        let paper = table.split("Paper forms").nth(1).unwrap();
+        assert!(!paper.contains('|'), "{paper}");
+        assert!(paper.contains("Not measured for this model: paper_spectral_entropy"));
     }
 
     #[test]

@@ -188,6 +188,10 @@ pub struct ScheduleConfig {
     /// at the end, appending to `spectral.jsonl`; 0 = off.
     #[serde(default)]
     pub spectral_every: usize,
+    /// Encoder layer (1-based, as the overlays number them) whose attention the probe's "over
+    /// training" strip follows; absent: the last layer, the one that feeds the decoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_layer: Option<usize>,
 }
 
 /// A whole run: model, data, optimiser, loss and schedule.
@@ -266,6 +270,7 @@ impl TrainConfig {
                 max_depth: 10.0,
                 sheet_images: 4,
                 spectral_every: 50,
+                strip_layer: None,
             },
             model: DptConfig::dpt_tiny(),
         }
@@ -566,6 +571,16 @@ impl TrainConfig {
             }
             _ => {}
         }
+        let layers = self.model.encoder.num_layers;
+        if let Some(layer) = self.schedule.strip_layer
+            && !(1..=layers).contains(&layer)
+        {
+            return Err(invalid(
+                "schedule.strip_layer",
+                layer.to_string(),
+                "an encoder layer from 1 to model.encoder.num_layers",
+            ));
+        }
         if let Some(classes) = self.num_classes() {
             for source in std::iter::once(&self.data.train).chain(&self.data.val) {
                 if let Some(known) = source.num_classes()
@@ -714,5 +729,19 @@ mod tests {
         config.data.image_size = [60, 64];
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("data.image_size"), "{err}");
+    }
+
+    #[test]
+    fn a_strip_layer_outside_the_encoder_is_rejected_naming_the_value() {
+        let mut config = TrainConfig::preset("test").unwrap();
+        let layers = config.model.encoder.num_layers;
+        config.schedule.strip_layer = Some(layers);
+        config.validate().unwrap();
+        for bad in [0, layers + 1] {
+            config.schedule.strip_layer = Some(bad);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("schedule.strip_layer"), "{err}");
+            assert!(err.contains(&bad.to_string()), "{err}");
+        }
     }
 }

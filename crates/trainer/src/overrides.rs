@@ -109,6 +109,10 @@ pub struct Overrides {
     /// (`model.encoder.keep_ratio`; 1 = dense, `docs/sparse.md`).
     #[cfg_attr(feature = "cli", arg(long))]
     pub keep_ratio: Option<f64>,
+    /// Encoder layer (1-based) of the probe's attention-over-training strip
+    /// (`schedule.strip_layer`; default: the last layer).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub strip_layer: Option<usize>,
     /// Square image size, or HxW (multiples of 16).
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_size))]
     pub image_size: Option<[usize; 2]>,
@@ -177,6 +181,9 @@ impl Overrides {
         }
         if let Some(rho) = self.keep_ratio {
             config.model.encoder.keep_ratio = rho;
+        }
+        if self.strip_layer.is_some() {
+            config.schedule.strip_layer = self.strip_layer;
         }
         if let Some(size) = self.image_size {
             config.data.image_size = size;

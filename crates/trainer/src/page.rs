@@ -26,12 +26,20 @@ pub enum PageError {
     File(#[from] FileError),
 }
 
+/// The heading of report.md's per-layer spectral tables.
+pub(crate) const SPECTRAL_TABLES: &str = "## Spectral indicators at step";
+
 /// Writes `<dir>/index.html` (and its figures under `<dir>/figures/`) from what the run folder
 /// holds; returns the page's path. Sections whose files are missing are left out.
 pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
     let mut body = String::new();
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap_or_default();
-    body.push_str(&markdown_html(&report));
+    // Scores and pictures first; the per-layer spectral tables open the spectral section.
+    let (summary, spectral_tables) = match report.find(SPECTRAL_TABLES) {
+        Some(at) => report.split_at(at),
+        None => (report.as_str(), ""),
+    };
+    body.push_str(&markdown_html(summary));
 
     body.push_str("<h2>Training curves</h2>\n");
     if dir.join("loss_curve.png").is_file() {
@@ -52,7 +60,8 @@ pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
         let _ = write!(
             body,
             "<h2>Predictions on validation images</h2>\n<p>{columns}</p>\n\
-             <img src=\"contact_sheet.png\" alt=\"contact sheet\">\n"
+             <a href=\"contact_sheet.png\"><img src=\"contact_sheet.png\" \
+             alt=\"contact sheet\"></a>\n"
         );
     }
     if dir
@@ -87,13 +96,14 @@ pub fn write_run_page(dir: &Path) -> Result<PathBuf, PageError> {
         );
         body.push_str(&figure_html(crate::report::SELECTION_STEM));
     }
+    body.push_str(&markdown_html(spectral_tables));
     body.push_str(&spectral_section(dir)?);
     body.push_str(&strip_section(dir));
     if let Ok(config) = std::fs::read_to_string(dir.join("config.toml")) {
         let _ = write!(
             body,
-            "<h2>Configuration</h2>\n<p><code>config.toml</code>: `glassbox train --config` \
-             reruns it.</p>\n<pre>{}</pre>\n",
+            "<h2>Configuration</h2>\n<p><code>config.toml</code>: <code>glassbox train --config \
+             config.toml</code> reruns it.</p>\n<pre>{}</pre>\n",
             escape(&config)
         );
     }
@@ -114,7 +124,7 @@ pub fn html_page(title: &str, body: &str) -> String {
          <style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 1em}}\
          img{{max-width:100%;border:1px solid #ddd}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}\
-         pre{{background:#f6f6f6;padding:8px;overflow-x:auto}}</style></head><body>\n{body}\
+         pre{{background:#f6f6f6;padding:8px;overflow-x:auto}}.wide{{overflow-x:auto}}</style></head><body>\n{body}\
          </body></html>\n",
         escape(title)
     )
@@ -179,14 +189,14 @@ fn strip_section(dir: &Path) -> String {
     format!(
         "<h3>Attention over training, layer {} (mean over heads)</h3>\n<p>The {} query patches \
          of the overlay above (white frame, first column), then one column per probe step ({} \
-         probes, steps {} to {}; at most {STRIP_STEPS} shown, evenly spread).</p>\n\
-         <img src=\"{}\" alt=\"attention over training\">\n",
+         probes, steps {} to {}; at most {STRIP_STEPS} shown, evenly spread; click for full \
+         size).</p>\n<a href=\"{png}\"><img src=\"{png}\" alt=\"attention over training\"></a>\n",
         last.layer,
         last.queries.len(),
         columns.len(),
         columns[0].step,
         last.step,
-        escape(&png.to_string_lossy())
+        png = escape(&png.to_string_lossy())
     )
 }
 
@@ -206,7 +216,7 @@ pub fn markdown_html(markdown: &str) -> String {
         if table.is_empty() {
             return;
         }
-        html.push_str("<table>\n");
+        html.push_str("<div class=\"wide\"><table>\n");
         for (i, row) in table.iter().enumerate() {
             if i == 1 && row.contains("---") {
                 continue;
@@ -219,7 +229,7 @@ pub fn markdown_html(markdown: &str) -> String {
             }
             html.push_str("</tr>\n");
         }
-        html.push_str("</table>\n");
+        html.push_str("</table></div>\n");
         table.clear();
     };
     for line in markdown.lines() {

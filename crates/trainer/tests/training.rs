@@ -436,7 +436,7 @@ fn every_run_leaves_one_page_whose_links_resolve_and_whose_figures_are_labelled(
 
     // The comparison page: tables side by side, curves overlaid, spectral figures of both.
     let out = root.path().join("comparison");
-    let comparison = glassbox_trainer::comparison::compare(&[dir, other], &out).unwrap();
+    let comparison = glassbox_trainer::comparison::compare(&[dir.clone(), other], &out).unwrap();
     assert_eq!(comparison.spectral_runs, 2);
     assert!(assert_links_resolve(&comparison.index) >= 8);
     let page = std::fs::read_to_string(&comparison.index).unwrap();
@@ -457,4 +457,17 @@ fn every_run_leaves_one_page_whose_links_resolve_and_whose_figures_are_labelled(
     ] {
         assert!(curves.contains(text), "the overlaid curves lack {text:?}");
     }
+
+    // A fresh run in the same folder, probed less often and stripping layer 1: none of the
+    // older run's overlays stay beside its own.
+    let mut again = config.clone();
+    again.schedule.spectral_every = 4;
+    again.schedule.strip_layer = Some(1);
+    train(&again, &options(&dir)).unwrap();
+    assert!(!dir.join("attention/step_000002.png").exists());
+    assert!(dir.join("attention/step_000004.png").is_file());
+    let strip = glassbox_trainer::probe::read_strip_log(&dir);
+    assert_eq!(strip.iter().map(|c| c.step).collect::<Vec<_>>(), [0, 4]);
+    assert!(strip.iter().all(|c| c.layer == 1));
+    assert_links_resolve(&dir.join("index.html"));
 }

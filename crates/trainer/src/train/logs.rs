@@ -62,6 +62,8 @@ pub fn read_series(path: &Path, key: &str) -> Vec<(usize, f64)> {
 pub struct Progress {
     bar: Option<ProgressBar>,
     lines: bool,
+    start: usize,
+    started: std::time::Instant,
 }
 
 impl Progress {
@@ -71,6 +73,8 @@ impl Progress {
             return Self {
                 bar: None,
                 lines: false,
+                start,
+                started: std::time::Instant::now(),
             };
         }
         if std::io::stderr().is_terminal() {
@@ -85,22 +89,30 @@ impl Progress {
             Self {
                 bar: Some(bar),
                 lines: false,
+                start,
+                started: std::time::Instant::now(),
             }
         } else {
             Self {
                 bar: None,
                 lines: true,
+                start,
+                started: std::time::Instant::now(),
             }
         }
     }
 
-    /// Moves the bar to `step` (or prints a line every 5% without a terminal).
+    /// Moves the bar to `step` (or prints a line with the estimated time left every 5% without a
+    /// terminal).
     pub fn update(&self, step: usize, total: usize, message: &str) {
         if let Some(bar) = &self.bar {
             bar.set_position(step as u64);
             bar.set_message(message.to_string());
         } else if self.lines && (step.is_multiple_of((total / 20).max(1)) || step == total) {
-            eprintln!("step {step}/{total} {message}");
+            let done = step.saturating_sub(self.start).max(1) as f64;
+            let left =
+                self.started.elapsed().as_secs_f64() / done * total.saturating_sub(step) as f64;
+            eprintln!("step {step}/{total} {message}  ETA {}", clock(left));
         }
     }
 
@@ -121,10 +133,27 @@ impl Progress {
     }
 }
 
+/// Seconds as `1h02m03s`, `2m03s` or `3s`.
+fn clock(seconds: f64) -> String {
+    let s = seconds.round().max(0.0) as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, min, sec) => format!("{min}m{sec:02}s"),
+        (h, min, sec) => format!("{h}h{min:02}m{sec:02}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn clock_reads_hours_minutes_and_seconds() {
+        assert_eq!(clock(3.4), "3s");
+        assert_eq!(clock(123.0), "2m03s");
+        assert_eq!(clock(3723.0), "1h02m03s");
+    }
 
     #[test]
     fn truncation_keeps_the_steps_up_to_the_checkpoint() {

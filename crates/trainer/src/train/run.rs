@@ -133,6 +133,11 @@ impl<'a> Run<'a> {
                     std::fs::remove_file(log).map_err(file_error("remove", log))?;
                 }
             }
+            // An older run's overlays would otherwise sit beside this run's on its page.
+            let pictures = dir.join(glassbox_spectral::ATTENTION_DIR);
+            if pictures.is_dir() {
+                std::fs::remove_dir_all(&pictures).map_err(file_error("remove", &pictures))?;
+            }
         }
         config.save(&dir)?;
         let progress = Progress::new(options.quiet, trainer.step, config.optim.steps);
@@ -149,6 +154,7 @@ impl<'a> Run<'a> {
             let first = first_images(&data, 2, device)?;
             let options = ProbeOptions {
                 seed: config.seed,
+                strip_layer: config.schedule.strip_layer,
                 ..ProbeOptions::default()
             };
             Some(Probe::new(first.rgb, options)?)
@@ -553,10 +559,10 @@ impl<'a> Run<'a> {
             && let Some(last) = records.last()
         {
             text.push_str(&format!(
-                "\n## Spectral indicators at step {} (mean over heads per layer; layers 1-based)\n\n{}\nFigures: `glassbox report {}`.\n",
+                "\n{} {} (mean over heads per layer; layers 1-based)\n\n{}",
+                crate::page::SPECTRAL_TABLES,
                 last.step,
                 glassbox_spectral::layer_table(last),
-                dir.display()
             ));
         }
         write_atomic(&dir.join("report.md"), text.as_bytes())?;
