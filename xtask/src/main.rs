@@ -72,6 +72,15 @@ enum Cmd {
     /// Time whole-DPT inference and train steps, ours vs HF transformers (PyTorch eager), same
     /// threads; writes target/bench/dpt.{md,json}.
     Bench(bench::BenchArgs),
+    /// The reliability drills at soak size (`docs/reliability.md`): the mutational image fuzz with
+    /// CASES cases per format and the kill-at-random drill with KILLS kills, then the failed-write
+    /// drill; each prints its counts.
+    Soak {
+        #[arg(long, default_value_t = 100)]
+        kills: usize,
+        #[arg(long, default_value_t = 20_000)]
+        cases: usize,
+    },
     /// Picture HTML pages as headless Chromium draws them: `cargo xtask screenshot
     /// runs/default` writes runs/default/index.png (installs Debian's chromium on first use).
     Screenshot(screenshot::ScreenshotArgs),
@@ -92,6 +101,22 @@ fn run_cli(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Bench(args) => bench::bench(&env, &root, &args)?,
         Cmd::Screenshot(args) => screenshot::screenshot(&args)?,
+        Cmd::Soak { kills, cases } => {
+            for (package, tests) in [
+                ("glassbox-data", &["fuzz"][..]),
+                ("glassbox-trainer", &["kill", "failed_writes"][..]),
+            ] {
+                let mut cmd = env.cargo("test");
+                cmd.args(["-p", package]);
+                for test in tests {
+                    cmd.args(["--test", test]);
+                }
+                cmd.args(["--", "--nocapture"])
+                    .env("GLASSBOX_KILL_TRIALS", kills.to_string())
+                    .env("GLASSBOX_FUZZ_CASES", cases.to_string());
+                run(&mut cmd)?;
+            }
+        }
         Cmd::Setup => {
             let t = &env.torch;
             println!("libtorch {} at {}", t.version, t.libtorch.display());

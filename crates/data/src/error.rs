@@ -22,6 +22,18 @@ pub enum DataError {
         /// What the decoder reported.
         message: String,
     },
+    /// An image whose header claims no pixels, or more than [`crate::io::MAX_IMAGE_PIXELS`]:
+    /// refused before any pixel is decoded, so a forged header cannot exhaust memory.
+    #[error(
+        "{path} claims {width} x {height} pixels; images must have at least one and at most {cap} \
+         pixels"
+    )]
+    ImageSize {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        cap: u64,
+    },
     /// An image decoded but has the wrong pixel format, e.g. 8-bit where 16-bit depth is expected.
     #[error("{path} is {found}, expected {expected}")]
     WrongFormat {

@@ -40,11 +40,28 @@ fn describe(color: ColorType) -> String {
     format!("a {bits}-bit {layout} image")
 }
 
+/// The most pixels an image we read may have (2^25, a little over 8K UHD's 7680 x 4320), checked
+/// on the header before decoding; the decoder's own allocation limit is set to match (16-bit RGBA
+/// at the cap), so no input can make a reader allocate more.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 25;
+
 /// Decodes `path` fully and returns the image with the colour type the file declares.
 fn decode(path: &Path) -> Result<(DynamicImage, ColorType)> {
-    let decoder = open_decoder(path)?
-        .into_decoder()
-        .map_err(|e| decode_error(path, e))?;
+    let mut reader = open_decoder(path)?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| decode_error(path, e))?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels == 0 || pixels > MAX_IMAGE_PIXELS {
+        return Err(DataError::ImageSize {
+            path: path.to_path_buf(),
+            width,
+            height,
+            cap: MAX_IMAGE_PIXELS,
+        });
+    }
     let color = decoder.color_type();
     let image = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(path, e))?;
     Ok((image, color))

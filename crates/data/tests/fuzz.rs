@@ -131,3 +131,188 @@ fn dataset_get_reports_corrupt_depth_mismatched_sizes_and_8_bit_depth_by_file() 
     assert!(matches!(e2, DataError::WrongFormat { .. }), "{e2}");
     assert!(e2.to_string().contains("sync_depth_00002.png"));
 }
+
+/// CRC-32 (IEEE) of PNG chunks, so a mutated header still passes the decoder's checksum and the
+/// mutation reaches the code behind it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Rewrites a PNG's IHDR (width, height, bit depth, colour type) and its CRC.
+fn patch_ihdr(png: &mut [u8], width: u32, height: u32, depth_color: Option<(u8, u8)>) {
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    if let Some((depth, color)) = depth_color {
+        png[24] = depth;
+        png[25] = color;
+    }
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Small valid files of every image format we read, written by our own writers.
+fn seeds(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    let rgb = ndarray::Array3::<f32>::from_shape_fn((3, 12, 16), |(c, y, x)| {
+        ((c * 7 + y * 3 + x) % 11) as f32 / 10.0
+    });
+    let depth =
+        ndarray::Array2::<f32>::from_shape_fn((12, 16), |(y, x)| 0.5 + (y + x) as f32 * 0.1);
+    let labels = ndarray::Array2::<u8>::from_shape_fn((12, 16), |(y, x)| ((y * 16 + x) % 14) as u8);
+    let write = |name: &str| dir.join(name);
+    glassbox_data::io::write_rgb(&write("seed.png"), rgb.view()).unwrap();
+    glassbox_data::io::write_rgb(&write("seed.jpg"), rgb.view()).unwrap();
+    let mask = depth.mapv(|d| d > 0.6);
+    glassbox_data::io::write_depth_png(&write("seed_depth.png"), depth.view(), mask.view(), 1e-3)
+        .unwrap();
+    glassbox_data::io::write_labels_png(&write("seed_labels.png"), labels.view()).unwrap();
+    ["seed.png", "seed.jpg", "seed_depth.png", "seed_labels.png"]
+        .into_iter()
+        .zip(["rgb png", "rgb jpeg", "depth png", "label png"])
+        .map(|(file, kind)| (kind, std::fs::read(write(file)).unwrap()))
+        .collect()
+}
+
+/// Cases per format of the mutational image fuzz (`GLASSBOX_FUZZ_CASES`; `cargo xtask soak` runs
+/// more).
+fn fuzz_cases() -> usize {
+    std::env::var("GLASSBOX_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+#[test]
+fn mutated_images_of_every_format_give_a_typed_error_or_an_image_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = fuzz_cases();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut refused_by_size = 0;
+    let mut tally = Vec::new();
+    for (kind, seed) in seeds(dir.path()) {
+        let is_png = seed.starts_with(b"\x89PNG");
+        let path = dir
+            .path()
+            .join(if is_png { "case.png" } else { "case.jpg" });
+        let (mut ok, mut errors) = (0, 0);
+        for case in 0..cases {
+            let mut bytes = seed.clone();
+            match case % 5 {
+                // Byte flips, 1 to 8 of them anywhere.
+                0 | 1 => {
+                    for _ in 0..1 + next() % 8 {
+                        let at = (next() % bytes.len() as u64) as usize;
+                        bytes[at] ^= 1 << (next() % 8);
+                    }
+                }
+                // Truncation: every length class, from empty to one byte short.
+                2 => bytes.truncate((case / 5) % bytes.len()),
+                // Header dimensions: huge, zero or odd, with the CRC made right (PNG); the
+                // JPEG's frame header is patched where it sits.
+                3 => {
+                    let dims = [0, 1, 7, 100_000, 65_535, u32::MAX >> 1];
+                    let w = dims[(next() % dims.len() as u64) as usize];
+                    let h = dims[(next() % dims.len() as u64) as usize];
+                    if is_png {
+                        patch_ihdr(&mut bytes, w, h, None);
+                    } else if let Some(sof) = bytes.windows(2).position(|p| p == [0xff, 0xc0]) {
+                        bytes[sof + 5..sof + 7]
+                            .copy_from_slice(&(h.min(65_535) as u16).to_be_bytes());
+                        bytes[sof + 7..sof + 9]
+                            .copy_from_slice(&(w.min(65_535) as u16).to_be_bytes());
+                    }
+                }
+                // Wrong channel counts and bit depths (PNG colour type and depth; JPEG
+                // component count).
+                _ => {
+                    if is_png {
+                        let depths = [1, 2, 4, 8, 16, 3];
+                        let colors = [0, 2, 3, 4, 6, 5];
+                        let d = depths[(next() % 6) as usize];
+                        let c = colors[(next() % 6) as usize];
+                        let (w, h) = (16, 12);
+                        patch_ihdr(&mut bytes, w, h, Some((d, c)));
+                    } else if let Some(sof) = bytes.windows(2).position(|p| p == [0xff, 0xc0]) {
+                        bytes[sof + 9] = [0, 1, 2, 4, 5][(next() % 5) as usize];
+                    }
+                }
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            for result in [
+                read_rgb(&path).map(|_| ()),
+                read_depth_png(&path, 1e-3).map(|_| ()),
+                read_labels_png(&path).map(|_| ()),
+            ] {
+                match result {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        errors += 1;
+                        refused_by_size += usize::from(matches!(e, DataError::ImageSize { .. }));
+                        assert!(
+                            e.to_string().contains(&path.display().to_string()),
+                            "error does not name the file: {e}"
+                        );
+                    }
+                }
+            }
+        }
+        tally.push(format!(
+            "{kind}: {cases} cases, {ok} reads, {errors} errors"
+        ));
+    }
+    eprintln!(
+        "{}; {refused_by_size} refused by size before decoding",
+        tally.join("; ")
+    );
+    assert!(
+        refused_by_size > 0,
+        "no header-size case reached the size check"
+    );
+}
+
+#[test]
+fn a_header_claiming_100000_by_100000_pixels_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = seeds(dir.path()).remove(0).1;
+    for (w, h) in [(100_000, 100_000), (0, 12), (16, 0)] {
+        let mut bytes = seed.clone();
+        patch_ihdr(&mut bytes, w, h, None);
+        let path = dir.path().join("huge.png");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read_rgb(&path).unwrap_err();
+        assert!(
+            matches!(err, DataError::ImageSize { .. } | DataError::Decode { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("huge.png"), "{err}");
+        if w == 100_000 {
+            assert!(
+                matches!(
+                    err,
+                    DataError::ImageSize {
+                        width: 100_000,
+                        height: 100_000,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+}

@@ -44,19 +44,41 @@ fn render<F: Figure>(figure: &F, stem: &Path) -> Result<Vec<PathBuf>> {
         let path = path.to_path_buf();
         move |message: String| SpectralError::Plot { path, message }
     };
+    // Drawn in memory, then written by us: a full disk or a refused file is then the plain I/O
+    // error naming the file, not a drawing-backend error.
+    let size = figure.size();
+    let mut text = String::new();
     {
-        let root = SVGBackend::new(&svg, figure.size()).into_drawing_area();
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
         figure.draw(&root).map_err(plot_error(&svg))?;
         root.present()
             .map_err(|e| plot_error(&svg)(e.to_string()))?;
     }
+    write_file(&svg, text.as_bytes())?;
+    let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
-        let root = BitMapBackend::new(&png, figure.size()).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
         figure.draw(&root).map_err(plot_error(&png))?;
         root.present()
             .map_err(|e| plot_error(&png)(e.to_string()))?;
     }
+    let mut bytes = Vec::new();
+    image::RgbImage::from_raw(size.0, size.1, rgb)
+        .expect("the buffer holds width x height RGB pixels")
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| plot_error(&png)(e.to_string()))?;
+    write_file(&png, &bytes)?;
     Ok(vec![svg, png])
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|source| SpectralError::File {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Registers the embedded DejaVu fonts once per process; every call (not only the first) sees

@@ -1,18 +1,25 @@
 //! Checkpoints (`docs/training.md`): model weights as safetensors, the optimiser moments as a
 //! second safetensors file, and a small JSON record (step, seed, loss, best AbsRel, train time, file checksums; the step and seed fix the data position).
 //!
-//! Every file is written atomically: to `<file>.tmp`, fsync, rename over the old file, fsync the
-//! folder. The JSON record is renamed last and names the checksums (64-bit FNV-1a) of the two
-//! tensor files, so a reader detects a truncated or corrupted checkpoint (or a crash between the
-//! renames) and refuses it with a message, instead of resuming from garbage. A refused checkpoint
-//! is never written over by the loader.
+//! A save is journalled so that a kill at any instant leaves one whole checkpoint:
+//! 1. each tensor file is written atomically (to `<file>.tmp`, fsync, rename, fsync the folder)
+//!    as `<file>.next`, beside the current `<file>`;
+//! 2. the JSON record, naming the checksums (64-bit FNV-1a) of the new tensor files, is written
+//!    atomically over the old record: this rename is the commit;
+//! 3. each `<file>.next` is renamed over `<file>`.
+//!
+//! A kill before 2 leaves the old record and the old files, which agree. A kill between 2 and 3
+//! leaves a record whose checksums match the `.next` files: the loader finishes step 3 (rolls
+//! forward) and loads them. Anything else that disagrees with the record (truncation, bit rot) is
+//! refused with a message, instead of resuming from garbage, and a refused file is never written
+//! over by the loader.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn};
 
-use crate::fs::{FileError, file_error, tmp_path, write_atomic};
+use crate::fs::{FileError, file_error, rename_durable, tmp_path, write_atomic};
 
 /// Everything that can go wrong reading or writing a checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +148,7 @@ pub fn save(
     let weights = safetensors_bytes(&sorted_variables(vs), &paths.weights)?;
     let mut state = state.clone();
     state.weights_checksum = fnv1a64(&weights);
-    write_atomic(&paths.weights, &weights)?;
+    write_atomic(&next_path(&paths.weights), &weights)?;
     state.optimizer_checksum = match optimizer {
         Some(tensors) => {
             let cpu: Vec<(String, Tensor)> = tensors
@@ -149,7 +156,7 @@ pub fn save(
                 .map(|(n, t)| (n, t.to_device(tch::Device::Cpu)))
                 .collect();
             let bytes = safetensors_bytes(&cpu, &paths.optimizer)?;
-            write_atomic(&paths.optimizer, &bytes)?;
+            write_atomic(&next_path(&paths.optimizer), &bytes)?;
             Some(fnv1a64(&bytes))
         }
         None => None,
@@ -159,7 +166,23 @@ pub fn save(
         message: e.to_string(),
     })?;
     write_atomic(&paths.record, &json)?;
+    publish(&paths.weights)?;
+    if state.optimizer_checksum.is_some() {
+        publish(&paths.optimizer)?;
+    }
     Ok(state)
+}
+
+/// `<file>.next`: where a save writes a tensor file before its record commits it.
+pub fn next_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".next");
+    path.with_file_name(name)
+}
+
+/// Step 3 of a save: renames the committed `<file>.next` over `<file>` and makes it durable.
+fn publish(path: &Path) -> Result<(), FileError> {
+    rename_durable(&next_path(path), path)
 }
 
 /// Reads a checkpoint's record.
@@ -171,18 +194,24 @@ pub fn read_state(paths: &CheckpointPaths) -> Result<TrainState, CheckpointError
     })
 }
 
-/// Reads a tensor file after checking its checksum against the record.
+/// Reads a tensor file after checking its checksum against the record; when the file disagrees
+/// but its `.next` matches, a save was killed after its commit, and the `.next` is published.
 fn read_checked(path: &Path, expected: u64) -> Result<Vec<(String, Tensor)>, CheckpointError> {
     let bytes = std::fs::read(path).map_err(file_error("read", path))?;
     let found = fnv1a64(&bytes);
-    if found != expected {
-        return Err(CheckpointError::Checksum {
-            path: path.into(),
-            expected,
-            found,
-        });
-    }
     drop(bytes);
+    if found != expected {
+        let next = next_path(path);
+        let committed = std::fs::read(&next).is_ok_and(|b| fnv1a64(&b) == expected);
+        if !committed {
+            return Err(CheckpointError::Checksum {
+                path: path.into(),
+                expected,
+                found,
+            });
+        }
+        publish(path)?;
+    }
     Tensor::read_safetensors(path).map_err(|e| CheckpointError::Parse {
         path: path.into(),
         message: e.to_string(),
@@ -210,4 +239,64 @@ pub fn load(
         |name| Some(name.to_string()),
     )?;
     Ok((state, optimizer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(value: f64) -> nn::VarStore {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let _ = vs
+            .root()
+            .var("w", &[3], nn::Init::Const(value))
+            .set_requires_grad(false);
+        vs
+    }
+
+    fn state(step: usize) -> TrainState {
+        TrainState {
+            step,
+            seed: 7,
+            loss: 0.5,
+            best_abs_rel: None,
+            best_miou: None,
+            seconds: 0.0,
+            weights_checksum: 0,
+            optimizer_checksum: None,
+        }
+    }
+
+    fn loaded(paths: &CheckpointPaths) -> (usize, f64) {
+        let mut vs = store(0.0);
+        let (state, _) = load(paths, &mut vs).unwrap();
+        let w = vs.variables()["w"].double_value(&[0]);
+        (state.step, w)
+    }
+
+    #[test]
+    fn a_save_killed_after_its_commit_rolls_forward_and_one_killed_before_keeps_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = CheckpointPaths::new(dir.path(), "last");
+        save(&paths, &store(1.0), None, &state(1)).unwrap();
+        let first = std::fs::read(&paths.weights).unwrap();
+        save(&paths, &store(2.0), None, &state(2)).unwrap();
+        assert!(!next_path(&paths.weights).exists());
+
+        // Killed between the record's rename (the commit) and the publishing rename.
+        std::fs::rename(&paths.weights, next_path(&paths.weights)).unwrap();
+        std::fs::write(&paths.weights, &first).unwrap();
+        assert_eq!(loaded(&paths), (2, 2.0));
+        assert!(!next_path(&paths.weights).exists());
+
+        // Killed while writing the next files, before the commit: the old checkpoint stands.
+        std::fs::write(next_path(&paths.weights), b"half a safetensors file").unwrap();
+        assert_eq!(loaded(&paths), (2, 2.0));
+
+        // A weights file that matches neither the record nor a committed .next is refused as it is.
+        std::fs::write(&paths.weights, &first).unwrap();
+        let err = load(&paths, &mut store(0.0)).unwrap_err().to_string();
+        assert!(err.contains("corrupted or truncated"), "{err}");
+        assert_eq!(std::fs::read(&paths.weights).unwrap(), first);
+    }
 }

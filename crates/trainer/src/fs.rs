@@ -51,7 +51,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
         file.write_all(bytes).map_err(file_error("write", &tmp))?;
         file.sync_all().map_err(file_error("fsync", &tmp))?;
     }
-    std::fs::rename(&tmp, path).map_err(file_error("rename into", path))?;
+    rename_durable(&tmp, path)
+}
+
+/// Renames `from` over `path` and fsyncs the folder, so the rename survives a power cut.
+pub fn rename_durable(from: &Path, path: &Path) -> Result<(), FileError> {
+    std::fs::rename(from, path).map_err(file_error("rename into", path))?;
     if let Some(dir) = path.parent()
         && let Ok(d) = File::open(dir)
     {

@@ -31,14 +31,15 @@ pub fn truncate_log(path: &Path, step: usize) -> Result<(), FileError> {
     write_atomic(path, text.as_bytes())
 }
 
-/// Appends one JSON line.
+/// Appends one JSON line, in one write so that a kill leaves the line whole or absent.
 pub fn append(path: &Path, value: &serde_json::Value) -> Result<(), FileError> {
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(file_error("open", path))?;
-    writeln!(file, "{value}").map_err(file_error("append to", path))
+    file.write_all(format!("{value}\n").as_bytes())
+        .map_err(file_error("append to", path))
 }
 
 /// Reads the (step, loss) pairs of a run's `metrics.jsonl`.
