@@ -72,9 +72,9 @@ enum Cmd {
     /// Time whole-DPT inference and train steps, ours vs HF transformers (PyTorch eager), same
     /// threads; writes target/bench/dpt.{md,json}.
     Bench(bench::BenchArgs),
-    /// The reliability drills at soak size (`docs/reliability.md`): the mutational image fuzz with
-    /// CASES cases per format and the kill-at-random drill with KILLS kills, then the failed-write
-    /// drill; each prints its counts.
+    /// The reliability drills at soak size (`docs/reliability.md`): the mutational fuzz of every
+    /// format we read with CASES cases per format, the kill-at-random drill with KILLS kills and
+    /// the failed-write drill; each prints its counts.
     Soak {
         #[arg(long, default_value_t = 100)]
         kills: usize,
@@ -104,7 +104,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Soak { kills, cases } => {
             for (package, tests) in [
                 ("glassbox-data", &["fuzz"][..]),
-                ("glassbox-trainer", &["kill", "failed_writes"][..]),
+                ("glassbox-trainer", &["fuzz", "kill", "failed_writes"][..]),
             ] {
                 let mut cmd = env.cargo("test");
                 cmd.args(["-p", package]);

@@ -132,23 +132,6 @@ fn dataset_get_reports_corrupt_depth_mismatched_sizes_and_8_bit_depth_by_file() 
     assert!(e2.to_string().contains("sync_depth_00002.png"));
 }
 
-/// CRC-32 (IEEE) of PNG chunks, so a mutated header still passes the decoder's checksum and the
-/// mutation reaches the code behind it.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// Rewrites a PNG's IHDR (width, height, bit depth, colour type) and its CRC.
 fn patch_ihdr(png: &mut [u8], width: u32, height: u32, depth_color: Option<(u8, u8)>) {
     png[16..20].copy_from_slice(&width.to_be_bytes());
@@ -157,7 +140,8 @@ fn patch_ihdr(png: &mut [u8], width: u32, height: u32, depth_color: Option<(u8, 
         png[24] = depth;
         png[25] = color;
     }
-    let crc = crc32(&png[12..29]);
+    // The CRC made right, so the mutation reaches the code behind the decoder's checksum.
+    let crc = crc32fast::hash(&png[12..29]);
     png[29..33].copy_from_slice(&crc.to_be_bytes());
 }
 
@@ -183,6 +167,16 @@ fn seeds(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
         .collect()
 }
 
+/// A xorshift64 stream from `seed`: the same cases on every machine.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// Cases per format of the mutational image fuzz (`GLASSBOX_FUZZ_CASES`; `cargo xtask soak` runs
 /// more).
 fn fuzz_cases() -> usize {
@@ -196,13 +190,7 @@ fn fuzz_cases() -> usize {
 fn mutated_images_of_every_format_give_a_typed_error_or_an_image_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let cases = fuzz_cases();
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
     let mut refused_by_size = 0;
     let mut tally = Vec::new();
     for (kind, seed) in seeds(dir.path()) {
@@ -315,4 +303,60 @@ fn a_header_claiming_100000_by_100000_pixels_is_refused_before_decoding() {
             );
         }
     }
+}
+
+#[test]
+fn mutated_split_lists_give_entries_or_an_error_naming_the_file() {
+    let seed = "# NYU-v2 sync and KITTI Eigen style\n\
+        /kitchen_0028a/rgb_00045.jpg /kitchen_0028a/sync_depth_00045.png 518.8579\n\
+        /bedroom_0004/rgb_00011.jpg /bedroom_0004/sync_depth_00011.png 518.8579 /bedroom_0004/labels_00011.png\n\
+        2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png None 721.5377\n\
+        rgb/a.png depth/a.png labels/a.png\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("split.txt");
+    let hostile = [
+        "0",
+        "-1",
+        "nan",
+        "inf",
+        "1e39",
+        "None",
+        "#",
+        "\t",
+        "\u{0}",
+        "x y z w v",
+    ];
+    let mut next = xorshift(0x853c_49e6_748f_ea9bu64);
+    let cases = fuzz_cases();
+    let (mut parsed, mut refused) = (0, 0);
+    for case in 0..cases {
+        let mut bytes = seed.as_bytes().to_vec();
+        match case % 4 {
+            0 => {
+                for _ in 0..1 + next() % 6 {
+                    let at = (next() % bytes.len() as u64) as usize;
+                    bytes[at] ^= 1 << (next() % 8);
+                }
+            }
+            1 => bytes.truncate(case / 4 % bytes.len()),
+            // A field replaced by a hostile token.
+            _ => {
+                let text = String::from_utf8(bytes).unwrap();
+                let mut fields: Vec<String> = text.split(' ').map(str::to_string).collect();
+                let i = (next() % fields.len() as u64) as usize;
+                fields[i] = hostile[(next() % hostile.len() as u64) as usize].to_string();
+                bytes = fields.join(" ").into_bytes();
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        match glassbox_data::readers::read_split(&path) {
+            Ok(_) => parsed += 1,
+            Err(e) => {
+                assert!(e.to_string().contains("split.txt"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("split lists: {cases} cases, {parsed} parsed, {refused} refused");
+    assert!(refused > cases / 10);
 }

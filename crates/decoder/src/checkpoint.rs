@@ -22,7 +22,7 @@ pub enum CheckpointError {
         source: Box<TchError>,
     },
     /// The checkpoint's names or shapes do not match the variables.
-    #[error("checkpoint {source_name} does not fit the model:\n{mismatch}")]
+    #[error("checkpoint {source_name} does not fit the model: {mismatch}")]
     Mismatch {
         source_name: String,
         mismatch: Mismatch,
@@ -61,40 +61,55 @@ impl Mismatch {
     }
 }
 
+/// Names a mismatch message lists of each kind before it only counts the rest: one readable line
+/// even when a whole model does not fit.
+const LISTED: usize = 8;
+
+/// `items` joined by ", ", the first [`LISTED`] of them, then how many more there are.
+fn listed(items: impl ExactSizeIterator<Item = String>) -> String {
+    let total = items.len();
+    let mut text = items.take(LISTED).collect::<Vec<_>>().join(", ");
+    if total > LISTED {
+        text.push_str(&format!(" and {} more", total - LISTED));
+    }
+    text
+}
+
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
         if !self.missing.is_empty() {
-            writeln!(
-                f,
-                "  missing ({}): {}",
-                self.missing.len(),
-                self.missing.join(", ")
-            )?;
+            let names = listed(self.missing.iter().cloned());
+            parts.push(format!("missing ({}): {names}", self.missing.len()));
         }
         if !self.unexpected.is_empty() {
-            let names: Vec<String> = self
-                .unexpected
-                .iter()
-                .map(|(file, renamed)| {
-                    if file == renamed {
-                        file.clone()
-                    } else {
-                        format!("{file} (as {renamed})")
-                    }
-                })
-                .collect();
-            writeln!(f, "  unexpected ({}): {}", names.len(), names.join(", "))?;
+            let names = listed(self.unexpected.iter().map(|(file, renamed)| {
+                if file == renamed {
+                    file.clone()
+                } else {
+                    format!("{file} (as {renamed})")
+                }
+            }));
+            parts.push(format!("unexpected ({}): {names}", self.unexpected.len()));
         }
-        for (name, expected, got) in &self.shape_mismatches {
-            writeln!(
-                f,
-                "  shape mismatch: {name}: model {expected:?}, checkpoint {got:?}"
-            )?;
+        if !self.shape_mismatches.is_empty() {
+            let shapes = listed(self.shape_mismatches.iter().map(|(name, expected, got)| {
+                format!("{name} (model {expected:?} vs checkpoint {got:?})")
+            }));
+            parts.push(format!(
+                "shape mismatches ({}): {shapes}",
+                self.shape_mismatches.len()
+            ));
         }
-        for (name, sources) in &self.duplicates {
-            writeln!(f, "  duplicate: {name} <- {}", sources.join(", "))?;
+        if !self.duplicates.is_empty() {
+            let names = listed(
+                self.duplicates
+                    .iter()
+                    .map(|(name, sources)| format!("{name} <- {}", sources.join(" + "))),
+            );
+            parts.push(format!("duplicates ({}): {names}", self.duplicates.len()));
         }
-        Ok(())
+        f.write_str(&parts.join("; "))
     }
 }
 
@@ -283,7 +298,7 @@ mod tests {
             "ckpt.safetensors",
             "missing (1): a.bias",
             "unexpected (1): c",
-            "a.weight: model [2, 3]",
+            "a.weight (model [2, 3] vs checkpoint [3, 2])",
         ] {
             assert!(msg.contains(needle), "{needle} not in {msg}");
         }

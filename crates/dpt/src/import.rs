@@ -22,7 +22,12 @@ use crate::DptError;
 pub fn load_hf_dpt(vs: &mut nn::VarStore, path: impl AsRef<Path>) -> Result<LoadReport, DptError> {
     let path = path.as_ref();
     let tensors = read_safetensors(path)?;
-    let converted = glassbox_encoder::checkpoint::from_hf_dpt(&tensors, "dpt.")?;
+    let converted = glassbox_encoder::checkpoint::from_hf_dpt(&tensors, "dpt.").map_err(|e| {
+        DptError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    })?;
     // Neck and head tensors (outside `dpt.`) load under their own names.
     let rest = tensors.into_iter().filter(|(n, _)| !n.starts_with("dpt."));
     load_converted(vs, path, converted, rest.collect())

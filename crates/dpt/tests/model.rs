@@ -143,5 +143,8 @@ fn a_checkpoint_that_does_not_fit_is_refused_with_the_missing_tensors() {
         msg.contains("missing") && msg.contains("neck.bogus.weight"),
         "{msg}"
     );
-    assert!(msg.contains("shape mismatch: encoder.cls_token"), "{msg}");
+    assert!(
+        msg.contains("shape mismatches (1): encoder.cls_token"),
+        "{msg}"
+    );
 }

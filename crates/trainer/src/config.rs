@@ -46,6 +46,12 @@ pub enum ConfigError {
     Model(#[from] glassbox_dpt::DptError),
     #[error(transparent)]
     Loss(#[from] glassbox_losses::LossError),
+    /// A configuration file that parses but does not validate: the file, then what is wrong.
+    #[error("config {path}: {source}")]
+    InFile {
+        path: PathBuf,
+        source: Box<ConfigError>,
+    },
     #[error("data: {0}")]
     Data(#[from] glassbox_data::DataError),
 }
@@ -359,7 +365,10 @@ impl TrainConfig {
         } else {
             toml::from_str(&text).map_err(|e| error(e.to_string()))?
         };
-        config.validate()?;
+        config.validate().map_err(|source| ConfigError::InFile {
+            path: path.into(),
+            source: Box::new(source),
+        })?;
         Ok(config)
     }
 
@@ -508,6 +517,8 @@ impl TrainConfig {
             value,
             expected,
         };
+        // The model first: the checks below divide by its patch size.
+        self.model.validate()?;
         let [h, w] = self.data.image_size;
         let p = self.model.encoder.patch_size as usize;
         if h == 0 || w == 0 || h % p != 0 || w % p != 0 {
@@ -526,8 +537,8 @@ impl TrainConfig {
             ));
         }
         for (field, v) in [
-            ("optim.lr_backbone", o.lr_backbone),
             ("optim.lr_decoder", o.lr_decoder),
+            ("optim.lr_backbone", o.lr_backbone),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(invalid(field, v.to_string(), "a finite rate >= 0"));
@@ -594,7 +605,6 @@ impl TrainConfig {
                 }
             }
         }
-        self.model.validate()?;
         Ok(())
     }
 }

@@ -90,7 +90,7 @@ pub struct Overrides {
     #[cfg_attr(feature = "cli", arg(long))]
     pub accumulate: Option<usize>,
     /// Decoder learning rate; the backbone's keeps its ratio to it.
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub lr: Option<f64>,
     /// Learning rate of SVDA's spectrum (log sigma and temperature; `model.encoder.svda.lr`).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]

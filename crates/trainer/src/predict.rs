@@ -28,13 +28,27 @@ use crate::tensor::to_array;
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
     #[error(
-        "the run folder of checkpoint {checkpoint} has no readable config.toml ({source}); \
+        "the run folder of checkpoint {checkpoint} has no readable config.toml ({reason}); \
          eval and predict rebuild the model from it"
     )]
     NoConfig {
         checkpoint: PathBuf,
-        #[source]
-        source: Box<crate::config::ConfigError>,
+        reason: Box<crate::config::ConfigError>,
+    },
+    #[error(
+        "checkpoint {0} does not exist, or is not a file (a run folder holds last.safetensors and \
+         best.safetensors)"
+    )]
+    Missing(PathBuf),
+    #[error(
+        "{path} is {width} x {height} pixels, smaller than one {patch}-pixel patch of the model on \
+         a side: there is nothing to predict from"
+    )]
+    TooSmall {
+        path: PathBuf,
+        width: usize,
+        height: usize,
+        patch: usize,
     },
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
@@ -63,11 +77,14 @@ pub struct LoadedModel {
 
 /// Loads `<run>/config.toml` and the weights of `checkpoint` (`<run>/<name>.safetensors`).
 pub fn load_checkpoint(checkpoint: &Path, device: Device) -> Result<LoadedModel, PredictError> {
+    if !checkpoint.is_file() {
+        return Err(PredictError::Missing(checkpoint.into()));
+    }
     let dir = checkpoint.parent().unwrap_or(Path::new("."));
-    let config = TrainConfig::from_run_file(&dir.join("config.toml")).map_err(|source| {
+    let config = TrainConfig::from_run_file(&dir.join("config.toml")).map_err(|reason| {
         PredictError::NoConfig {
             checkpoint: checkpoint.into(),
-            source: Box::new(source),
+            reason: Box::new(reason),
         }
     })?;
     let mut vs = nn::VarStore::new(device);
@@ -109,6 +126,15 @@ pub fn predict_files(
     for path in images {
         let rgb = glassbox_data::io::read_rgb(path)?;
         let (_, h, w) = rgb.dim();
+        let patch = loaded.config.model.encoder.patch_size as usize;
+        if h < patch || w < patch {
+            return Err(PredictError::TooSmall {
+                path: path.clone(),
+                width: w,
+                height: h,
+                patch,
+            });
+        }
         let stem = path
             .file_stem()
             .map_or_else(|| "image".to_string(), |s| s.to_string_lossy().into_owned());

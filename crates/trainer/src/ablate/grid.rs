@@ -175,7 +175,17 @@ impl Grid {
             path: path.into(),
             message: e.to_string(),
         })?;
-        grid.plan()?;
+        // A grid that parses but does not plan is named by its file too.
+        grid.plan().map_err(|e| {
+            let message = match e {
+                AblateError::Invalid { message, .. } => message,
+                other => other.to_string(),
+            };
+            AblateError::Invalid {
+                grid: format!("{} ({})", grid.name, path.display()),
+                message,
+            }
+        })?;
         Ok(grid)
     }
 

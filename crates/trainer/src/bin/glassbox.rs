@@ -302,13 +302,49 @@ fn evaluate(args: EvalArgs) -> Result<()> {
 /// Bad input ends with one line naming the file or value (the error and its causes), never a
 /// backtrace, whatever RUST_BACKTRACE says.
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("{}", one_line(&e.to_string()));
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_once(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes as one line, each cause once: most of our errors already quote their
+/// cause, and anyhow's chain would repeat it.
+fn chain_once(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+/// A command-line error as one line: clap's message and its possible values, without the usage
+/// block and the pointer to --help that follow it.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn run(cli: Cli) -> Result<()> {

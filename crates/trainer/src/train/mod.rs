@@ -76,6 +76,11 @@ pub enum TrainError {
     Resume { message: String },
     #[error("unknown device {0:?}; expected auto, cpu, cuda or cuda:N")]
     Device(String),
+    #[error(
+        "device {asked:?} is not available: libtorch sees {count} CUDA device(s) here; use \
+         --device cpu (or auto, which takes a GPU when there is one)"
+    )]
+    NoCuda { asked: String, count: i64 },
 }
 
 impl From<glassbox_data::DataError> for TrainError {
@@ -147,16 +152,24 @@ pub struct TrainSummary {
 
 /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
 pub fn resolve_device(name: &str) -> Result<Device, TrainError> {
-    match name {
-        "auto" => Ok(Device::cuda_if_available()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
+    let index = match name {
+        "auto" => return Ok(Device::cuda_if_available()),
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => 0,
         other => other
             .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| TrainError::Device(other.to_string())),
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| TrainError::Device(other.to_string()))?,
+    };
+    // Asked for a GPU that is not there, libtorch would abort at the first tensor.
+    let count = tch::Cuda::device_count();
+    if index as i64 >= count {
+        return Err(TrainError::NoCuda {
+            asked: name.to_string(),
+            count,
+        });
     }
+    Ok(Device::Cuda(index))
 }
 
 /// Physical cores (Linux: distinct (physical id, core id) pairs in /proc/cpuinfo), else the
