@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch-eager timings of Hugging Face DPTForDepthEstimation, the peer of glassbox's `dpt` bench.
 
-Pinned peer: transformers==4.57.1 with torch==2.13.0. Builds the same two random-init plain-ViT DPTs
+Pinned peer: transformers==4.57.1 with torch==2.13.0. Builds the same random-init DPTs
 as glassbox's presets (dpt-tiny: ViT-Tiny/16 at 256 x 256, C = [48, 96, 192, 384], F = 64; dpt-base:
 ViT-Base/16 at 384 x 384, C = [96, 192, 384, 768], F = 256; both hooks {3, 6, 9, 12}, readout
-project) and times, exactly as crates/trainer/benches/dpt.rs does:
+project; and their DPT-Hybrids hybrid-tiny and dpt-hybrid, the same ViTs on a BiT ResNet stem) and times, exactly as crates/trainer/benches/dpt.rs does:
 
 - inference: eval mode, torch.no_grad(), one forward of B random images;
 - encoder inference: the same, ViT backbone only (`model.dpt`, as DPTForDepthEstimation calls it);
@@ -27,7 +27,7 @@ import time
 
 import torch
 import transformers
-from transformers import DPTConfig, DPTForDepthEstimation
+from transformers import BitConfig, DPTConfig, DPTForDepthEstimation
 
 from reference import check_pins
 
@@ -35,6 +35,14 @@ from reference import check_pins
 MODELS = {
     "dpt-tiny": (192, 3, [48, 96, 192, 384], 64, 256),
     "dpt-base": (768, 12, [96, 192, 384, 768], 256, 384),
+    "hybrid-tiny": (192, 3, [48, 96, 192, 384], 64, 256),
+    "dpt-hybrid": (768, 12, [256, 512, 768, 768], 256, 384),
+}
+
+# The ResNet stems of the hybrid presets (glassbox's BitConfig::tiny and BitConfig::resnet50).
+STEMS = {
+    "hybrid-tiny": dict(embedding_size=32, hidden_sizes=[48, 96, 192], depths=[1, 1, 2], num_groups=8),
+    "dpt-hybrid": dict(embedding_size=64, hidden_sizes=[256, 512, 1024], depths=[3, 4, 9], num_groups=32),
 }
 
 # case name (the criterion bench uses the same names) -> (model, mode, batch)
@@ -45,6 +53,12 @@ CASES = {
     "dpt-base/train_step": ("dpt-base", "train_step", 2),
     "dpt-tiny/encoder_inference": ("dpt-tiny", "encoder_inference", 8),
     "dpt-base/encoder_inference": ("dpt-base", "encoder_inference", 1),
+    "hybrid-tiny/inference": ("hybrid-tiny", "inference", 8),
+    "hybrid-tiny/train_step": ("hybrid-tiny", "train_step", 8),
+    "hybrid-tiny/encoder_inference": ("hybrid-tiny", "encoder_inference", 8),
+    "dpt-hybrid/inference": ("dpt-hybrid", "inference", 1),
+    "dpt-hybrid/train_step": ("dpt-hybrid", "train_step", 2),
+    "dpt-hybrid/encoder_inference": ("dpt-hybrid", "encoder_inference", 1),
 }
 
 
@@ -52,7 +66,22 @@ def build(name: str) -> tuple[DPTForDepthEstimation, int]:
     """The random-init HF model of a preset; refuses to run against another peer than the pinned one."""
     check_pins("bench_dpt.py")
     hidden, heads, channels, fusion, size = MODELS[name]
+    hybrid = {}
+    if name in STEMS:
+        stem = STEMS[name]
+        hybrid = dict(
+            is_hybrid=True,
+            backbone_config=BitConfig(
+                layer_type="bottleneck",
+                global_padding="same",
+                embedding_dynamic_padding=True,
+                out_features=["stage1", "stage2", "stage3"],
+                **stem,
+            ),
+            backbone_featmap_shape=[1, stem["hidden_sizes"][2], size // 16, size // 16],
+        )
     config = DPTConfig(
+        **hybrid,
         hidden_size=hidden,
         num_hidden_layers=12,
         num_attention_heads=heads,

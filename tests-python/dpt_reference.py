@@ -14,11 +14,9 @@ Usage: dpt_reference.py OUT_DIR [--readout project|ignore|add] [--input S] [--se
 """
 
 import argparse
-import os
 
 import torch
-from reference import check_pins, perturb_for_parity, small_config
-from safetensors.torch import save_file
+from reference import check_pins, small_config, write_depth_reference
 from transformers import DPTForDepthEstimation
 
 
@@ -40,17 +38,7 @@ def main() -> None:
     model = DPTForDepthEstimation(config).eval()
     pixel_values = torch.randn(args.batch, 3, args.input, args.input)
 
-    perturb_for_parity(model, lambda: model(pixel_values))
-    with torch.no_grad():
-        depth = model(pixel_values).predicted_depth
-
-    os.makedirs(args.out_dir, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(args.out_dir, "model.safetensors"))
-    config.to_json_file(os.path.join(args.out_dir, "config.json"))
-    save_file(
-        {"pixel_values": pixel_values.contiguous(), "predicted_depth": depth.contiguous()},
-        os.path.join(args.out_dir, "io.safetensors"),
-    )
+    write_depth_reference(model, config, pixel_values, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 The peer is transformers==4.57.1 with torch==2.13.0, installed by `cargo xtask setup`.
 """
 
+import os
+
 import torch
 import transformers
+from safetensors.torch import save_file
 from transformers import DPTConfig
 
 PINNED_TRANSFORMERS = "4.57.1"
@@ -68,3 +71,18 @@ def perturb_for_parity(model, run) -> None:
     run()
     hook.remove()
     last.bias.fill_(-torch.quantile(captured["pre"].flatten(), 0.1).item())
+
+
+def write_depth_reference(model, config, pixel_values, out_dir: str) -> None:
+    """Perturb `model` for parity, run it on `pixel_values` and write model.safetensors, config.json
+    and io.safetensors (pixel_values, predicted_depth) into `out_dir`."""
+    perturb_for_parity(model, lambda: model(pixel_values))
+    with torch.no_grad():
+        depth = model(pixel_values).predicted_depth
+    os.makedirs(out_dir, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out_dir, "model.safetensors"))
+    config.to_json_file(os.path.join(out_dir, "config.json"))
+    save_file(
+        {"pixel_values": pixel_values.contiguous(), "predicted_depth": depth.contiguous()},
+        os.path.join(out_dir, "io.safetensors"),
+    )

@@ -27,6 +27,22 @@ const CASES: [(&str, &str); 9] = [
     ("dpt-base-svda/inference", "dpt-base/inference"),
 ];
 
+/// The DPT-Hybrid rows (`--hybrid`), each against HF's hybrid of the same sizes.
+const HYBRID_CASES: [(&str, &str); 6] = [
+    ("hybrid-tiny/inference", "hybrid-tiny/inference"),
+    ("hybrid-tiny/train_step", "hybrid-tiny/train_step"),
+    (
+        "hybrid-tiny/encoder_inference",
+        "hybrid-tiny/encoder_inference",
+    ),
+    ("dpt-hybrid/inference", "dpt-hybrid/inference"),
+    ("dpt-hybrid/train_step", "dpt-hybrid/train_step"),
+    (
+        "dpt-hybrid/encoder_inference",
+        "dpt-hybrid/encoder_inference",
+    ),
+];
+
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -48,6 +64,11 @@ pub struct BenchArgs {
     /// `target/bench/sparse-t<threads>.{md,json}` (docs/performance.md, "Sparse token updates").
     #[arg(long)]
     sparse: bool,
+    /// Instead: only the DPT-Hybrid rows (hybrid-tiny and dpt-hybrid, inference, train step and
+    /// encoder) against HF's hybrid, writing `target/bench/hybrid[-cpu].{md,json}`
+    /// (docs/performance.md, "DPT-Hybrid").
+    #[arg(long, conflicts_with = "sparse")]
+    hybrid: bool,
 }
 
 /// Runs both sides, prints the table and writes `target/bench/dpt.{md,json}`.
@@ -78,21 +99,31 @@ pub fn bench(env: &BuildEnv, root: &Path, args: &BenchArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let cases: &[(&str, &str)] = if args.hybrid { &HYBRID_CASES } else { &CASES };
     let paired_path = dir.join("svda-paired.json");
     let _ = std::fs::remove_file(&paired_path);
     let mut cargo = env.cargo("bench");
     cargo
         .args(["-p", "glassbox-dpt", "--bench", "dpt", "--", "--noplot"])
         .env("GLASSBOX_BENCH_THREADS", args.threads.to_string())
-        .env("GLASSBOX_BENCH_CLOCK", &args.clock)
-        .env("GLASSBOX_BENCH_PAIRED_OUT", &paired_path);
+        .env("GLASSBOX_BENCH_CLOCK", &args.clock);
+    if args.hybrid {
+        // Criterion's filter: only the hybrid groups, and no paired SVDA measurement.
+        cargo.arg("hybrid");
+    } else {
+        cargo.env("GLASSBOX_BENCH_PAIRED_OUT", &paired_path);
+    }
     run(&mut cargo)?;
-    let paired: Value = serde_json::from_str(
-        &std::fs::read_to_string(&paired_path)
-            .with_context(|| format!("the dpt bench wrote no {}", paired_path.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", paired_path.display()))?;
-    let ours: Vec<Timing> = CASES
+    let paired: Value = if args.hybrid {
+        Value::Array(Vec::new())
+    } else {
+        serde_json::from_str(
+            &std::fs::read_to_string(&paired_path)
+                .with_context(|| format!("the dpt bench wrote no {}", paired_path.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", paired_path.display()))?
+    };
+    let ours: Vec<Timing> = cases
         .iter()
         .map(|&(case, _)| criterion_timing(&target, case, started))
         .collect::<Result<_>>()?;
@@ -107,6 +138,10 @@ pub fn bench(env: &BuildEnv, root: &Path, args: &BenchArgs) -> Result<()> {
         .args(["--warmup", &args.warmup.to_string()])
         .args(["--samples", &args.samples.to_string()])
         .args(["--clock", &args.clock])
+        .args([
+            "--cases",
+            &cases.iter().map(|c| c.1).collect::<Vec<_>>().join(","),
+        ])
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("cannot start {}", python.display()))?;
@@ -132,7 +167,7 @@ pub fn bench(env: &BuildEnv, root: &Path, args: &BenchArgs) -> Result<()> {
         "| case | ours median (ms) | PyTorch median (ms) | ratio of medians | ours min (ms) | \
          PyTorch min (ms) | ratio of minima |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (&(case, peer_case), ours) in CASES.iter().zip(&ours) {
+    for (&(case, peer_case), ours) in cases.iter().zip(&ours) {
         let theirs = peer_timing(peer_case)?;
         let ratio = ours.median_ms / theirs.median_ms;
         let ratio_min = ours.min_ms / theirs.min_ms;
@@ -153,22 +188,24 @@ pub fn bench(env: &BuildEnv, root: &Path, args: &BenchArgs) -> Result<()> {
     // SVDA's overhead (issue targets: at most 1.05 on the dpt-tiny train step, 1.03 on dpt-base
     // inference): standard and SVDA called alternately in one process, so that a shared VM's slow
     // drifts, which move separately timed criterion cases by 5-10 %, fall on both.
-    table.push_str(
+    if !args.hybrid {
+        table.push_str(
         "\nSVDA against our own standard attention, paired (called alternately, same process):\n\n\
          | case | standard median (ms) | SVDA median (ms) | ratio of medians | median of per-round \
          ratios | rounds |\n|---|---:|---:|---:|---:|---:|\n",
     );
-    for row in paired.as_array().into_iter().flatten() {
-        let num = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
-        table.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {} |\n",
-            row["case"].as_str().unwrap_or("?"),
-            num("standard_median_ms"),
-            num("svda_median_ms"),
-            num("ratio_of_medians"),
-            num("median_round_ratio"),
-            row["rounds"]
-        ));
+        for row in paired.as_array().into_iter().flatten() {
+            let num = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+            table.push_str(&format!(
+                "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {} |\n",
+                row["case"].as_str().unwrap_or("?"),
+                num("standard_median_ms"),
+                num("svda_median_ms"),
+                num("ratio_of_medians"),
+                num("median_round_ratio"),
+                row["rounds"]
+            ));
+        }
     }
     let machine = format!(
         "{} ({} logical CPUs), {} intra-op threads on both sides, load average {} before and {} after; \
@@ -185,7 +222,7 @@ pub fn bench(env: &BuildEnv, root: &Path, args: &BenchArgs) -> Result<()> {
     let md = format!(
         "{table}\n{} time per call: criterion (10 samples, flat sampling) for ours, {} timed calls \
          after {} warm-up calls for PyTorch.\nMachine: {machine}.\nCommand: `cargo xtask bench \
-         --threads {} --clock {}`\n",
+         {}--threads {} --clock {}`\n",
         if args.clock == "cpu" {
             "Process CPU"
         } else {
@@ -193,15 +230,17 @@ pub fn bench(env: &BuildEnv, root: &Path, args: &BenchArgs) -> Result<()> {
         },
         args.samples,
         args.warmup,
+        if args.hybrid { "--hybrid " } else { "" },
         args.threads,
         args.clock
     );
     println!("\n{md}");
 
-    let stem = if args.clock == "cpu" {
-        "dpt-cpu"
-    } else {
-        "dpt"
+    let stem = match (args.hybrid, args.clock == "cpu") {
+        (false, false) => "dpt",
+        (false, true) => "dpt-cpu",
+        (true, false) => "hybrid",
+        (true, true) => "hybrid-cpu",
     };
     std::fs::write(dir.join(format!("{stem}.md")), &md)?;
     let raw = json!({"threads": args.threads, "clock": args.clock, "machine": machine, "rows": rows, "svda_paired": paired, "pytorch": peer});

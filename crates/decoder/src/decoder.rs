@@ -4,6 +4,9 @@
 use tch::{Tensor, nn, nn::Module};
 
 use crate::config::{DecoderConfig, NUM_STAGES, Resampling};
+
+/// Stages of DPT-Hybrid's decoder that read ResNet maps instead of tokens (R0 and R1).
+pub const HYBRID_FEATURE_STAGES: usize = 2;
 use crate::error::{DecoderError, Result};
 use crate::fusion::FusionLayer;
 use crate::reassemble::Reassemble;
@@ -13,7 +16,8 @@ use crate::reassemble::Reassemble;
 pub struct Decoder {
     cfg: DecoderConfig,
     hidden_size: i64,
-    reassemble: Vec<Reassemble>,
+    /// `None` for a stage that reads a ResNet feature map as it is (DPT-Hybrid's first two).
+    reassemble: Vec<Option<Reassemble>>,
     convs: Vec<nn::Conv2D>,
     fusion: Vec<FusionLayer>,
 }
@@ -24,6 +28,22 @@ impl Decoder {
     /// `hidden_size` is the encoder's token width D, which the decoder reads but does not own
     /// (the model config states it once, in the encoder).
     pub fn new(vs: &nn::Path, cfg: &DecoderConfig, hidden_size: i64) -> Result<Self> {
+        Self::with_feature_stages(vs, cfg, hidden_size, 0)
+    }
+
+    /// DPT-Hybrid's decoder: stages 0 and 1 read the ResNet stem's R0 and R1 maps directly (HF's
+    /// `Identity` reassemble layers, no readout projection), with `reassemble_channels[0..2]`
+    /// their channel counts; stages 2 and 3 reassemble transformer tokens as usual.
+    pub fn hybrid(vs: &nn::Path, cfg: &DecoderConfig, hidden_size: i64) -> Result<Self> {
+        Self::with_feature_stages(vs, cfg, hidden_size, HYBRID_FEATURE_STAGES)
+    }
+
+    fn with_feature_stages(
+        vs: &nn::Path,
+        cfg: &DecoderConfig,
+        hidden_size: i64,
+        feature_stages: usize,
+    ) -> Result<Self> {
         cfg.validate()?;
         if hidden_size <= 0 {
             return Err(DecoderError::InvalidConfig {
@@ -41,14 +61,11 @@ impl Decoder {
             let resampling = Resampling::from_factor(cfg.reassemble_factors[i])
                 .expect("validate() accepted every factor");
             let c = cfg.reassemble_channels[i];
-            reassemble.push(Reassemble::new(
-                &stage_vs,
-                i,
-                cfg.readout,
-                hidden_size,
-                c,
-                resampling,
-            ));
+            reassemble.push(
+                (i >= feature_stages).then(|| {
+                    Reassemble::new(&stage_vs, i, cfg.readout, hidden_size, c, resampling)
+                }),
+            );
             let conv = nn::ConvConfig {
                 padding: 1,
                 bias: false,
@@ -94,7 +111,8 @@ impl Decoder {
     /// finest; the segmentation auxiliary head reads index 2.
     ///
     /// `hooks` are the encoder's hooked token sequences, shallowest first, each B x (1 + h*w) x D with
-    /// the readout token first; `grid` is the patch grid (h, w), which need not be square.
+    /// the readout token first; `grid` is the patch grid (h, w), which need not be square. For
+    /// [`Decoder::hybrid`], the first two are the ResNet maps B x C_i x 4h x 4w and 2h x 2w.
     pub fn forward_levels(
         &self,
         hooks: &[Tensor],
@@ -106,7 +124,10 @@ impl Decoder {
             .iter()
             .zip(&self.reassemble)
             .zip(&self.convs)
-            .map(|((tokens, reassemble), conv)| conv.forward(&reassemble.forward(tokens, grid)))
+            .map(|((input, reassemble), conv)| match reassemble {
+                Some(reassemble) => conv.forward(&reassemble.forward(input, grid)),
+                None => conv.forward(input),
+            })
             .collect();
         let mut fused: Vec<Tensor> = Vec::with_capacity(NUM_STAGES);
         for (feature, layer) in features.iter().rev().zip(&self.fusion) {
@@ -132,6 +153,33 @@ impl Decoder {
         let mut batch = None;
         for (hook, tokens) in hooks.iter().enumerate() {
             let shape = tokens.size();
+            if self.reassemble[hook].is_none() {
+                // A ResNet map at stride 4 (stage 0) or 8 (stage 1): 4x or 2x the patch grid.
+                let scale = 4 >> hook;
+                let (channels, height, width) =
+                    (self.cfg.reassemble_channels[hook], scale * h, scale * w);
+                let b = shape.first().copied().unwrap_or(0);
+                if shape.len() != 4 || shape[1..] != [channels, height, width] {
+                    return Err(DecoderError::FeatureMap {
+                        hook,
+                        channels,
+                        height,
+                        width,
+                        shape,
+                    });
+                }
+                match batch {
+                    Some(expected) if expected != b => {
+                        return Err(DecoderError::BatchSize {
+                            hook,
+                            expected,
+                            got: b,
+                        });
+                    }
+                    _ => batch = Some(b),
+                }
+                continue;
+            }
             let &[b, n, d] = shape.as_slice() else {
                 return Err(DecoderError::HookRank { hook, shape });
             };

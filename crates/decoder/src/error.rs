@@ -44,6 +44,19 @@ pub enum DecoderError {
         got: i64,
     },
 
+    /// A hybrid stage's ResNet map is not B x C_i x (f h) x (f w) for its channels and stride.
+    #[error(
+        "stage {hook}: expected the ResNet feature map B x {channels} x {height} x {width}, got \
+         shape {shape:?}"
+    )]
+    FeatureMap {
+        hook: usize,
+        channels: i64,
+        height: i64,
+        width: i64,
+        shape: Vec<i64>,
+    },
+
     /// The hooked tensors disagree on the batch size.
     #[error("hook {hook}: batch size {got} differs from hook 0's batch size {expected}")]
     BatchSize {

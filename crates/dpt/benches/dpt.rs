@@ -7,7 +7,9 @@
 //! - `dpt-tiny-svda/inference`, `dpt-tiny-svda/train_step`, `dpt-base-svda/inference`: the same
 //!   with SVDA attention (glassbox's default SVDA), for its overhead against our standard rows;
 //! - `dpt-tiny/encoder_inference`, `dpt-base/encoder_inference`: the ViT encoder alone (inference
-//!   batch), so that a gap can be put on the encoder or on decoder + head.
+//!   batch), so that a gap can be put on the encoder or on decoder + head;
+//! - `hybrid-tiny/*` (256 x 256, batch 8) and `dpt-hybrid/*` (384 x 384, batch 1 and 2): the same
+//!   three cases for DPT-Hybrid (ResNet stem + ViT; `cargo xtask bench --hybrid` runs only these).
 //!
 //! inference = eval mode under `no_grad`, one forward; train_step = train mode, forward,
 //! loss = mean(depth), zero_grad, backward, Adam(lr 1e-4) step, exactly what the Python side does.
@@ -39,11 +41,13 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 /// (preset, image side, inference batch, train batch; None = no train-step case).
-const MODELS: [(&str, i64, i64, Option<i64>); 4] = [
+const MODELS: [(&str, i64, i64, Option<i64>); 6] = [
     ("dpt-tiny", 256, 8, Some(8)),
     ("dpt-base", 384, 1, Some(2)),
     ("dpt-tiny-svda", 256, 8, Some(8)),
     ("dpt-base-svda", 384, 1, None),
+    ("hybrid-tiny", 256, 8, Some(8)),
+    ("dpt-hybrid", 384, 1, Some(2)),
 ];
 
 /// Which clock the timings read.

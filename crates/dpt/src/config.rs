@@ -4,7 +4,7 @@
 
 use glassbox_attention::AttentionKind;
 use glassbox_decoder::{AuxiliaryInput, DecoderConfig, Readout, SegmentationHeadConfig};
-use glassbox_encoder::VitConfig;
+use glassbox_encoder::{Backbone, BitConfig, VitConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::DptError;
@@ -31,7 +31,54 @@ pub struct DptConfig {
 }
 
 /// The names [`DptConfig::preset`] accepts; each also exists with an `-svda` suffix.
-pub const PRESETS: &[&str] = &["dpt-tiny", "dpt-base", "dpt-large", "dpt-test"];
+pub const PRESETS: &[&str] = &[
+    "dpt-tiny",
+    "dpt-base",
+    "dpt-large",
+    "dpt-hybrid",
+    "hybrid-tiny",
+    "dpt-test",
+];
+
+/// The two token makers, as `--backbone` and the ablation grid name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneKind {
+    /// The plain ViT's patch embedding.
+    Vit,
+    /// DPT-Hybrid's ResNet stem.
+    Hybrid,
+}
+
+impl BackboneKind {
+    /// The name in configs, tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vit => "vit",
+            Self::Hybrid => "hybrid",
+        }
+    }
+
+    /// The kind of a configured backbone.
+    pub fn of(backbone: &Backbone) -> Self {
+        match backbone {
+            Backbone::Vit => Self::Vit,
+            Backbone::Hybrid(_) => Self::Hybrid,
+        }
+    }
+}
+
+impl std::str::FromStr for BackboneKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vit" => Ok(Self::Vit),
+            "hybrid" => Ok(Self::Hybrid),
+            _ => Err(format!("unknown backbone {s:?}; known: vit, hybrid")),
+        }
+    }
+}
 
 impl DptConfig {
     /// dpt-tiny: ViT-Tiny, C = [48, 96, 192, 384], F = 64, readout project, 256 x 256 (the CPU
@@ -63,6 +110,43 @@ impl DptConfig {
         }
     }
 
+    /// dpt-hybrid: BiT R50's first three stages, then ViT-Base/16 on their stride-16 map, hooks
+    /// R0, R1, 9 and 12, C = [256, 512, 768, 768], F = 256: the DPT paper's DPT-Hybrid and the
+    /// architecture of HF's `dpt-hybrid-midas` (about 123M parameters).
+    pub fn dpt_hybrid() -> Self {
+        Self::dpt_base().with_backbone(BackboneKind::Hybrid)
+    }
+
+    /// hybrid-tiny: dpt-tiny's ViT-Tiny on a small ResNet stem (widths 48, 96, 192; 1, 1 and 2
+    /// blocks), for CPU runs and the backbone ablation against dpt-tiny.
+    pub fn hybrid_tiny() -> Self {
+        Self::dpt_tiny().with_backbone(BackboneKind::Hybrid)
+    }
+
+    /// The same model with another token maker. The hybrid gets BiT R50 under a ViT of width 768
+    /// or more and the small stem below, and the first two reassemble widths become the ResNet's
+    /// (those stages read its maps as they are); the ViT keeps the widths it has.
+    pub fn with_backbone(mut self, kind: BackboneKind) -> Self {
+        self.encoder.backbone = match kind {
+            BackboneKind::Vit => Backbone::Vit,
+            BackboneKind::Hybrid => {
+                let bit = if self.encoder.hidden_size >= 768 {
+                    let mut channels = self.decoder.reassemble_channels;
+                    channels[2] = self.encoder.hidden_size;
+                    channels[3] = self.encoder.hidden_size;
+                    self.decoder.reassemble_channels = channels;
+                    BitConfig::resnet50()
+                } else {
+                    BitConfig::tiny()
+                };
+                self.decoder.reassemble_channels[0] = bit.hidden_sizes[0];
+                self.decoder.reassemble_channels[1] = bit.hidden_sizes[1];
+                Backbone::Hybrid(bit)
+            }
+        };
+        self
+    }
+
     /// dpt-test: 4 blocks (one per hook), D 32, 2 heads, a small decoder at 64 x 64; every test
     /// that needs a whole model uses it, so the suite stays fast on a CPU.
     pub fn dpt_test() -> Self {
@@ -91,6 +175,8 @@ impl DptConfig {
             "dpt-tiny" => Self::dpt_tiny(),
             "dpt-base" => Self::dpt_base(),
             "dpt-large" => Self::dpt_large(),
+            "dpt-hybrid" => Self::dpt_hybrid(),
+            "hybrid-tiny" => Self::hybrid_tiny(),
             "dpt-test" => Self::dpt_test(),
             _ => {
                 return Err(DptError::InvalidConfig(format!(
@@ -140,16 +226,17 @@ impl DptConfig {
                 })
                 .ok_or_else(|| bad(field))
         };
-        if json.get("is_hybrid").and_then(serde_json::Value::as_bool) == Some(true) {
-            return Err(DptError::InvalidConfig(
-                "HF config: hybrid (ResNet + ViT) DPT is not supported".into(),
-            ));
-        }
+        let backbone = if json.get("is_hybrid").and_then(serde_json::Value::as_bool) == Some(true) {
+            Backbone::Hybrid(hf_bit_config(json)?)
+        } else {
+            Backbone::Vit
+        };
         let hooks = ints("backbone_out_indices")?
             .into_iter()
             .map(|i| usize::try_from(i + 1).map_err(|_| bad("backbone_out_indices")))
             .collect::<Result<Vec<_>, _>>()?;
         let encoder = VitConfig {
+            backbone,
             hidden_size: int("hidden_size")?,
             num_layers: usize::try_from(int("num_hidden_layers")?)
                 .map_err(|_| bad("num_hidden_layers"))?,
@@ -256,6 +343,17 @@ impl DptConfig {
         {
             depict.validate(self.encoder.hidden_size)?;
         }
+        if let Backbone::Hybrid(bit) = &self.encoder.backbone {
+            let channels = &self.decoder.reassemble_channels;
+            if channels[..2] != bit.hidden_sizes[..2] {
+                return Err(DptError::InvalidConfig(format!(
+                    "decoder.reassemble_channels {channels:?} must start with the hybrid \
+                     backbone's stage widths {:?} (backbone.hidden_sizes): the first two stages \
+                     read its maps as they are",
+                    &bit.hidden_sizes[..2]
+                )));
+            }
+        }
         if self.encoder.hooks.len() != glassbox_decoder::NUM_STAGES {
             return Err(DptError::InvalidConfig(format!(
                 "the decoder reassembles {} hooks, the encoder has {:?}",
@@ -265,6 +363,97 @@ impl DptConfig {
         }
         Ok(())
     }
+}
+
+/// The ResNet of an HF hybrid `DPTConfig`: its `backbone_config` (a `BitConfig`), or HF's
+/// default R50 when absent. Only the form HF builds for DPT-Hybrid is accepted (bottleneck
+/// blocks, SAME padding, dynamic stem padding, width factor 1, stages 1-3 out), and the
+/// projection's input (`backbone_featmap_shape[1]`) must be the last stage's width.
+fn hf_bit_config(json: &serde_json::Value) -> Result<BitConfig, DptError> {
+    let refuse = |what: String| {
+        DptError::InvalidConfig(format!(
+            "HF config: {what}; glassbox builds the hybrid backbone HF builds for DPT-Hybrid"
+        ))
+    };
+    let Some(bit) = json.get("backbone_config").filter(|b| !b.is_null()) else {
+        return Ok(BitConfig::resnet50());
+    };
+    let get = |field: &str| bit.get(field).filter(|v| !v.is_null());
+    let ints = |field: &str, default: &[i64]| -> Result<Vec<i64>, DptError> {
+        match get(field) {
+            None => Ok(default.to_vec()),
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.iter().map(serde_json::Value::as_i64).collect())
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "`backbone_config.{field}` is not a list of integers"
+                    ))
+                }),
+        }
+    };
+    let text = |field: &str| get(field).and_then(serde_json::Value::as_str);
+    let int = |field: &str, default: i64| -> Result<i64, DptError> {
+        get(field).map_or(Ok(default), |v| {
+            v.as_i64()
+                .ok_or_else(|| refuse(format!("`backbone_config.{field}` is not an integer")))
+        })
+    };
+    if text("layer_type") != Some("bottleneck") {
+        return Err(refuse(format!(
+            "`backbone_config.layer_type` is {:?}, not \"bottleneck\"",
+            text("layer_type").unwrap_or("preactivation")
+        )));
+    }
+    if !text("global_padding").is_some_and(|p| p.eq_ignore_ascii_case("same")) {
+        return Err(refuse(format!(
+            "`backbone_config.global_padding` is {}, not \"same\"",
+            text("global_padding").map_or_else(|| "absent".to_string(), |p| format!("{p:?}"))
+        )));
+    }
+    if get("embedding_dynamic_padding").and_then(serde_json::Value::as_bool) != Some(true) {
+        return Err(refuse(
+            "`backbone_config.embedding_dynamic_padding` is not true".into(),
+        ));
+    }
+    if int("width_factor", 1)? != 1 {
+        return Err(refuse("`backbone_config.width_factor` is not 1".into()));
+    }
+    if text("hidden_act").is_some_and(|a| a != "relu") {
+        return Err(refuse(format!(
+            "`backbone_config.hidden_act` is {:?}, not \"relu\"",
+            text("hidden_act").unwrap_or_default()
+        )));
+    }
+    let depths = ints("depths", &[3, 4, 6, 3])?;
+    let widths = ints("hidden_sizes", &[256, 512, 1024, 2048])?;
+    if depths.len() != 3 || widths.len() < 3 {
+        return Err(refuse(format!(
+            "`backbone_config.depths` {depths:?} must have 3 stages (with as many hidden_sizes, \
+             got {widths:?})"
+        )));
+    }
+    let config = BitConfig {
+        embedding_size: int("embedding_size", 64)?,
+        hidden_sizes: widths[..3].to_vec(),
+        depths: depths
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<_, _>>()
+            .map_err(|_| refuse(format!("`backbone_config.depths` {depths:?} is negative")))?,
+        num_groups: int("num_groups", 32)?,
+    };
+    if let Some(shape) = json
+        .get("backbone_featmap_shape")
+        .and_then(serde_json::Value::as_array)
+        && shape.get(1).and_then(serde_json::Value::as_i64) != Some(config.hidden_sizes[2])
+    {
+        return Err(refuse(format!(
+            "`backbone_featmap_shape` {shape:?} must have the last stage's width {} at index 1",
+            config.hidden_sizes[2]
+        )));
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub mod config;
 pub mod import;
 pub mod model;
 
-pub use config::{DptConfig, HeadConfig, PRESETS};
+pub use config::{BackboneKind, DptConfig, HeadConfig, PRESETS};
 pub use model::{Dpt, DptOutput, parameter_count};
 
 /// Everything that can go wrong when building, running or loading a DPT.

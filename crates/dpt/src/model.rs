@@ -9,7 +9,7 @@ use glassbox_attention::AttentionMaps;
 use glassbox_decoder::{
     Decoder, Depict, DepictDiagnostics, DepthHead, SegmentationHead, SegmentationOutput,
 };
-use glassbox_encoder::{Encoder, Saliency};
+use glassbox_encoder::{Backbone, Encoder, EncoderOutput, Saliency};
 use tch::{Tensor, nn};
 
 use crate::DptError;
@@ -51,20 +51,20 @@ impl Dpt {
         let encoder = Encoder::new(root / "encoder", &config.encoder)?;
         let d = config.encoder.hidden_size;
         let f = config.decoder.fusion_channels;
+        let decoder = || match config.encoder.backbone {
+            Backbone::Vit => Decoder::new(root, &config.decoder, d),
+            Backbone::Hybrid(_) => Decoder::hybrid(root, &config.decoder, d),
+        };
         let depict = match &config.head {
             HeadConfig::Segmentation(seg) => seg.depict(),
             HeadConfig::Depth {} => None,
         };
         let head = match (&config.head, depict) {
             (_, Some(depict)) => Head::Depict(Depict::new(&(root / "depict"), d, &depict)?),
-            (HeadConfig::Depth {}, None) => Head::Depth(
-                Decoder::new(root, &config.decoder, d)?,
-                DepthHead::new(root, f)?,
-            ),
-            (HeadConfig::Segmentation(seg), None) => Head::Segmentation(
-                Decoder::new(root, &config.decoder, d)?,
-                SegmentationHead::new(root, f, seg)?,
-            ),
+            (HeadConfig::Depth {}, None) => Head::Depth(decoder()?, DepthHead::new(root, f)?),
+            (HeadConfig::Segmentation(seg), None) => {
+                Head::Segmentation(decoder()?, SegmentationHead::new(root, f, seg)?)
+            }
         };
         Ok(Self {
             config: config.clone(),
@@ -85,14 +85,22 @@ impl Dpt {
 
     fn decode(
         &self,
-        hooks: &[Tensor],
-        grid: (i64, i64),
+        out: &EncoderOutput,
         size: (i64, i64),
         train: bool,
     ) -> Result<DptOutput, DptError> {
+        let grid = out.grid;
+        // DPT-Hybrid: the ResNet maps R0, R1 take the first two hooks' places.
+        let hooks: Vec<Tensor> = out
+            .features
+            .iter()
+            .chain(out.hooks.iter().skip(out.features.len()))
+            .map(Tensor::shallow_clone)
+            .collect();
+        let hooks = hooks.as_slice();
         Ok(match &self.head {
             Head::Depict(depict) => {
-                let logits = depict.forward(&last_patch_tokens(hooks)?, grid, size)?;
+                let logits = depict.forward(&last_patch_tokens(&out.hooks)?, grid, size)?;
                 DptOutput::Segmentation(SegmentationOutput {
                     logits,
                     auxiliary: None,
@@ -147,7 +155,7 @@ impl Dpt {
     ) -> Result<(DptOutput, Option<Saliency>), DptError> {
         let out = self.encoder.forward_t(images, train)?;
         let size = image_size(images);
-        let prediction = self.decode(&out.hooks, out.grid, size, train)?;
+        let prediction = self.decode(&out, size, train)?;
         Ok((prediction, out.saliency))
     }
 
@@ -175,7 +183,7 @@ impl Dpt {
         images: &Tensor,
     ) -> Result<(DptOutput, Vec<AttentionMaps>), DptError> {
         let out = self.encoder.forward_with_maps(images)?;
-        let prediction = self.decode(&out.hooks, out.grid, image_size(images), false)?;
+        let prediction = self.decode(&out, image_size(images), false)?;
         Ok((prediction, out.maps))
     }
 }

@@ -11,6 +11,7 @@ use std::process::Command;
 use glassbox_decoder::checkpoint::LoadReport;
 use glassbox_decoder::{AuxiliaryInput, SegmentationOutput};
 use glassbox_dpt::{Dpt, DptConfig, DptOutput, HeadConfig};
+use glassbox_encoder::{Backbone, BitConfig};
 use tch::{Device, Kind, Tensor, nn};
 
 const MAX_RELATIVE_ERROR: f64 = 1e-4;
@@ -76,10 +77,20 @@ fn check_parity(readout: &str, input: i64) {
         "HF's eps is read from the config"
     );
 
+    let err = depth_error(dir.path(), &config);
+    assert!(
+        err <= MAX_RELATIVE_ERROR,
+        "readout {readout}, input {input}: max relative error {err:e}"
+    );
+}
+
+/// Builds `config`'s model, imports the HF depth checkpoint in `dir` (HF's unused final norm is
+/// among the skipped tensors), checks that the reference depth is not trivial, and returns
+/// the max relative error of our depth on the reference's pixel values.
+fn depth_error(dir: &Path, config: &DptConfig) -> f64 {
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = Dpt::new(&vs.root(), &config).unwrap();
-    let report =
-        glassbox_dpt::import::load_hf_dpt(&mut vs, dir.path().join("model.safetensors")).unwrap();
+    let model = Dpt::new(&vs.root(), config).unwrap();
+    let report = glassbox_dpt::import::load_hf_dpt(&mut vs, dir.join("model.safetensors")).unwrap();
     assert!(
         report
             .skipped
@@ -89,7 +100,7 @@ fn check_parity(readout: &str, input: i64) {
         report.skipped
     );
 
-    let io = read_io(dir.path());
+    let io = read_io(dir);
     let expected = &io["predicted_depth"];
     let mean = f64::try_from(expected.mean(Kind::Double)).unwrap();
     let std = f64::try_from(expected.std(true)).unwrap();
@@ -105,11 +116,53 @@ fn check_parity(readout: &str, input: i64) {
     );
 
     let ours = tch::no_grad(|| model.disparity_t(&io["pixel_values"], false)).unwrap();
-    let err = max_relative_error(&ours, expected);
+    max_relative_error(&ours, expected)
+}
+
+#[test]
+fn matches_hf_dpt_hybrid_at_an_input_size_other_than_the_config() {
+    // BiT stem (bottleneck blocks, GroupNorm, weight standardisation, SAME padding), 6 ViT blocks
+    // with backbone_out_indices [0, 1, 3, 5] of which the hybrid reads 3 and 5; config size 64,
+    // input 96, so both sides resize the position embeddings from 4 x 4 to 6 x 6.
+    let dir = run_reference("dpt_hybrid_reference.py", &["--input", "96", "--seed", "5"]);
+    let config = DptConfig::from_hf_config(&read_hf_config(dir.path())).unwrap();
+    assert_eq!(
+        config.encoder.backbone,
+        Backbone::Hybrid(BitConfig {
+            embedding_size: 16,
+            hidden_sizes: vec![32, 64, 128],
+            depths: vec![1, 2, 2],
+            num_groups: 4,
+        })
+    );
+    assert_eq!(config.encoder.hooks, vec![1, 2, 4, 6]);
+    let err = depth_error(dir.path(), &config);
+    eprintln!("DPT-Hybrid against HF at 96 x 96: max relative error {err:.2e}");
     assert!(
         err <= MAX_RELATIVE_ERROR,
-        "readout {readout}, input {input}: max relative error {err:e}"
+        "hybrid, input 96: max relative error {err:e}"
     );
+}
+
+#[test]
+fn an_hf_hybrid_with_a_backbone_we_do_not_build_is_refused_in_one_sentence() {
+    let dir = run_reference("dpt_hybrid_reference.py", &["--input", "64"]);
+    let config = read_hf_config(dir.path());
+    for (field, value, expected) in [
+        (
+            "layer_type",
+            "\"preactivation\"",
+            "layer_type` is \"preactivation\"",
+        ),
+        ("global_padding", "null", "global_padding` is absent"),
+        ("num_groups", "5", "backbone.num_groups 5 must divide"),
+    ] {
+        let mut bad = config.clone();
+        bad["backbone_config"][field] = serde_json::from_str(value).unwrap();
+        let msg = DptConfig::from_hf_config(&bad).unwrap_err().to_string();
+        assert!(msg.contains(expected), "{field}: {msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
 }
 
 #[test]

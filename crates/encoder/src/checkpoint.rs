@@ -13,9 +13,13 @@
 //! | `encoder.layer.{i}.intermediate.dense.*`                 | `blocks.{i}.mlp.fc1.*`       |
 //! | `encoder.layer.{i}.output.dense.*`                       | `blocks.{i}.mlp.fc2.*`       |
 //! | `layernorm.*` (final norm, unused by DPT's hooks)        | dropped, reported as unused  |
+//! | `embeddings.projection.*` (hybrid)                       | `patch_embed.proj.*`         |
+//! | `embeddings.backbone.bit.embedder.convolution.weight`    | `patch_embed.backbone.stem.conv.weight` |
+//! | `embeddings.backbone.bit.embedder.norm.*`                | `patch_embed.backbone.stem.norm.*` |
+//! | `embeddings.backbone.bit.encoder.stages.{s}.layers.{b}.*` | `patch_embed.backbone.stages.{s}.blocks.{b}.*` |
 //!
-//! timm checkpoints already use our names; their final `norm.*`, `fc_norm.*` and classifier
-//! `head.*` are reported as unused.
+//! timm checkpoints already use our names (hybrid ViTs' ResNet under `patch_embed.backbone.`
+//! too); their final `norm.*`, `fc_norm.*` and classifier `head.*` are reported as unused.
 
 use std::collections::BTreeMap;
 
@@ -49,9 +53,10 @@ pub fn from_hf_dpt(
         let direct = match rest {
             "embeddings.cls_token" => Some("cls_token".to_string()),
             "embeddings.position_embeddings" => Some("pos_embed".to_string()),
-            _ => rest
-                .strip_prefix("embeddings.patch_embeddings.projection.")
-                .map(|p| format!("patch_embed.proj.{p}")),
+            _ => hybrid_name(rest).or_else(|| {
+                rest.strip_prefix("embeddings.patch_embeddings.projection.")
+                    .map(|p| format!("patch_embed.proj.{p}"))
+            }),
         };
         if let Some(n) = direct {
             out.tensors.insert(n, t.shallow_clone());
@@ -115,6 +120,25 @@ pub fn from_hf_dpt(
     Ok(out)
 }
 
+/// Our name of an HF DPT-Hybrid embedding tensor (the BiT stem and its projection), if it is one.
+fn hybrid_name(rest: &str) -> Option<String> {
+    if let Some(p) = rest.strip_prefix("embeddings.projection.") {
+        return Some(format!("patch_embed.proj.{p}"));
+    }
+    let bit = rest.strip_prefix("embeddings.backbone.bit.")?;
+    if bit == "embedder.convolution.weight" {
+        return Some("patch_embed.backbone.stem.conv.weight".into());
+    }
+    if let Some(p) = bit.strip_prefix("embedder.norm.") {
+        return Some(format!("patch_embed.backbone.stem.norm.{p}"));
+    }
+    let (stage, rest) = bit.strip_prefix("encoder.stages.")?.split_once('.')?;
+    let (block, field) = rest.strip_prefix("layers.")?.split_once('.')?;
+    Some(format!(
+        "patch_embed.backbone.stages.{stage}.blocks.{block}.{field}"
+    ))
+}
+
 /// Sorts a timm ViT state dict into the tensors the encoder uses and those it does not.
 pub fn from_timm(tensors: &BTreeMap<String, Tensor>) -> Converted {
     let mut out = Converted::default();
@@ -122,6 +146,7 @@ pub fn from_timm(tensors: &BTreeMap<String, Tensor>) -> Converted {
         let ours = name == "cls_token"
             || name == "pos_embed"
             || name.starts_with("patch_embed.proj.")
+            || name.starts_with("patch_embed.backbone.")
             || name.starts_with("blocks.");
         if ours {
             out.tensors.insert(name.clone(), t.shallow_clone());
@@ -176,6 +201,33 @@ mod tests {
             "decoder tensors are outside the prefix: {:?}",
             c.unknown
         );
+    }
+
+    #[test]
+    fn hf_hybrid_stem_names_become_timm_resnet_names() {
+        let mut m = BTreeMap::new();
+        for n in [
+            "dpt.embeddings.projection.bias",
+            "dpt.embeddings.backbone.bit.embedder.convolution.weight",
+            "dpt.embeddings.backbone.bit.embedder.norm.weight",
+            "dpt.embeddings.backbone.bit.encoder.stages.2.layers.0.downsample.conv.weight",
+            "dpt.embeddings.backbone.bit.encoder.stages.0.layers.1.norm3.bias",
+        ] {
+            m.insert(n.to_string(), t(&[0.0]));
+        }
+        let c = from_hf_dpt(&m, "dpt.").unwrap();
+        let names: Vec<&str> = c.tensors.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "patch_embed.backbone.stages.0.blocks.1.norm3.bias",
+                "patch_embed.backbone.stages.2.blocks.0.downsample.conv.weight",
+                "patch_embed.backbone.stem.conv.weight",
+                "patch_embed.backbone.stem.norm.weight",
+                "patch_embed.proj.bias",
+            ]
+        );
+        assert!(c.unknown.is_empty(), "{:?}", c.unknown);
     }
 
     #[test]

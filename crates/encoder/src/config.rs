@@ -4,12 +4,43 @@ use glassbox_attention::{AttentionConfig, AttentionKind, SvdaConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::EncoderError;
+use crate::bit::{BitConfig, STAGE_STRIDES};
+
+/// What turns the image into tokens (`docs/architecture.md`). Written as a table with a `kind`
+/// (`[model.encoder.backbone]`, `kind = "hybrid"` and the ResNet's sizes); absent means the ViT.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Backbone {
+    /// Non-overlapping p x p patches, linearly embedded: the plain ViT.
+    #[default]
+    Vit,
+    /// DPT-Hybrid: a BiT ResNet stem whose stride-16 map becomes the tokens (1x1 "patches") and
+    /// whose first two stages feed the decoder directly.
+    Hybrid(BitConfig),
+}
+
+impl Backbone {
+    /// The name `--backbone` and the ablation tables use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Vit => "vit",
+            Self::Hybrid(_) => "hybrid",
+        }
+    }
+
+    fn is_vit(&self) -> bool {
+        *self == Self::Vit
+    }
+}
 
 /// Shape and options of a ViT backbone; the presets are the sizes DPT is published with, and
 /// any field can be changed for ablations (hooks, attention kind, custom widths).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VitConfig {
+    /// Patch embedding (ViT) or ResNet stem (DPT-Hybrid).
+    #[serde(default, skip_serializing_if = "Backbone::is_vit")]
+    pub backbone: Backbone,
     /// Token width D.
     pub hidden_size: i64,
     /// Number of transformer blocks.
@@ -84,6 +115,7 @@ impl VitConfig {
         hooks: Vec<usize>,
     ) -> Self {
         Self {
+            backbone: Backbone::Vit,
             hidden_size,
             num_layers,
             num_heads,
@@ -170,6 +202,16 @@ impl VitConfig {
                 "image_size {} must be a positive multiple of patch_size {}",
                 self.image_size, self.patch_size
             ));
+        }
+        if let Backbone::Hybrid(bit) = &self.backbone {
+            bit.validate()?;
+            if self.patch_size != STAGE_STRIDES[2] {
+                return bad(format!(
+                    "patch_size {} must be {} with the hybrid backbone: the tokens are the \
+                     pixels of its last stage, at stride {}",
+                    self.patch_size, STAGE_STRIDES[2], STAGE_STRIDES[2]
+                ));
+            }
         }
         if self.hooks.is_empty() {
             return bad("hooks must name at least one block".into());

@@ -16,16 +16,21 @@
 //! # Ok(()) }
 //! ``
 //!
+//! The tokens come from a patch convolution or, for DPT-Hybrid, from a BiT ResNet stem ([`bit`],
+//! chosen by [`VitConfig::backbone`]).
+//!
 //! Parameter names follow timm's `VisionTransformer`, so timm checkpoints load by name and HF
 //! DPT checkpoints through one rename table ([`checkpoint`]).
 
+pub mod bit;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod sparse;
 pub mod vit;
 
-pub use config::VitConfig;
+pub use bit::BitConfig;
+pub use config::{Backbone, VitConfig};
 pub use error::EncoderError;
 pub use sparse::{EncoderMacs, Saliency, SaliencyScorer, SelectionQuality};
 pub use vit::{Block, Encoder, EncoderOutput};

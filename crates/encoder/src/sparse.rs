@@ -13,7 +13,7 @@ use std::borrow::Borrow;
 
 use tch::{Kind, Reduction, Tensor, nn, nn::Module};
 
-use crate::{EncoderError, VitConfig};
+use crate::{Backbone, EncoderError, VitConfig};
 
 /// Sparse DETR's `MaskPredictor`: LN -> Linear(D, D) -> GELU, the second half of the features
 /// mean-pooled over the image's tokens (a global context), then Linear(D, D/2) -> GELU ->
@@ -191,7 +191,7 @@ impl SelectionQuality {
 /// and the weighted sum), the convention of fvcore; norms, GELU and softmax are not counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EncoderMacs {
-    /// The patch-embedding convolution.
+    /// The patch-embedding convolution (for the hybrid, the ResNet stem and its projection).
     pub patch_embed: f64,
     /// The saliency scorer (zero when dense).
     pub scorer: f64,
@@ -219,7 +219,13 @@ impl EncoderMacs {
         let p = config.patch_size as f64;
         let np = np as f64;
         Self {
-            patch_embed: np * d * config.num_channels as f64 * p * p,
+            patch_embed: match &config.backbone {
+                Backbone::Vit => np * d * config.num_channels as f64 * p * p,
+                Backbone::Hybrid(bit) => {
+                    let s = config.patch_size;
+                    bit.macs((grid.0 * s, grid.1 * s)) + np * d * bit.hidden_sizes[2] as f64
+                }
+            },
             scorer: if sparse {
                 np * (d * d + d * (d / 2.0).floor() + (d / 2.0).floor() * (d / 4.0).floor())
                     + np * (d / 4.0).floor()

@@ -8,6 +8,8 @@ use std::borrow::Borrow;
 use glassbox_attention::{Attention, AttentionMaps, gather_rows, scatter_rows};
 use tch::{Kind, Tensor, nn, nn::Module};
 
+use crate::bit::ResNetStem;
+use crate::config::Backbone;
 use crate::sparse::{Saliency, SaliencyScorer, SelectionQuality, check_keep_ratio, kept_count};
 use crate::{EncoderError, VitConfig};
 
@@ -139,15 +141,39 @@ pub struct EncoderOutput {
     pub maps: Vec<AttentionMaps>,
     /// The sparse pass's selection, scores and (training) saliency mass; `None` when dense.
     pub saliency: Option<Saliency>,
+    /// The hybrid backbone's first two ResNet stages, R0 (B x C0 x 4h x 4w) and R1
+    /// (B x C1 x 2h x 2w), which DPT-Hybrid's decoder reads in place of the first two hooks;
+    /// empty for the plain ViT.
+    pub features: Vec<Tensor>,
+}
+
+/// What turns images into tokens: ViT's p x p patch convolution, or DPT-Hybrid's ResNet stem
+/// whose stride-16 map a 1x1 convolution projects to D (timm's `HybridEmbed`: the stem under
+/// `patch_embed.backbone`, the projection at `patch_embed.proj` either way).
+#[derive(Debug)]
+enum PatchEmbed {
+    Patches(nn::Conv2D),
+    Hybrid {
+        backbone: ResNetStem,
+        proj: nn::Conv2D,
+    },
+}
+
+/// The embedded input of one pass.
+struct Embedded {
+    tokens: Tensor,
+    grid: (i64, i64),
+    features: Vec<Tensor>,
 }
 
 /// The ViT encoder. Parameter names are timm's (`patch_embed.proj`, `cls_token`, `pos_embed`,
 /// `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`), so a timm checkpoint loads
-/// by name; there is no final norm because DPT's hooks read the blocks before it.
+/// by name; there is no final norm because DPT's hooks read the blocks before it. With the hybrid
+/// backbone the ResNet stem lives under `patch_embed.backbone` ([`crate::bit`]).
 #[derive(Debug)]
 pub struct Encoder {
     config: VitConfig,
-    patch_embed: nn::Conv2D,
+    patch_embed: PatchEmbed,
     cls_token: Tensor,
     pos_embed: Tensor,
     blocks: Vec<Block>,
@@ -168,17 +194,26 @@ impl Encoder {
         let path = path.borrow();
         let p = config.patch_size;
         let d = config.hidden_size;
-        let conv = nn::ConvConfig {
-            stride: p,
-            ..Default::default()
+        let embed = path / "patch_embed";
+        let patch_embed = match &config.backbone {
+            Backbone::Vit => {
+                let conv = nn::ConvConfig {
+                    stride: p,
+                    ..Default::default()
+                };
+                PatchEmbed::Patches(nn::conv2d(&embed / "proj", config.num_channels, d, p, conv))
+            }
+            Backbone::Hybrid(bit) => PatchEmbed::Hybrid {
+                backbone: ResNetStem::new(&(&embed / "backbone"), bit, config.num_channels)?,
+                proj: nn::conv2d(
+                    &embed / "proj",
+                    bit.hidden_sizes[2],
+                    d,
+                    1,
+                    Default::default(),
+                ),
+            },
         };
-        let patch_embed = nn::conv2d(
-            path / "patch_embed" / "proj",
-            config.num_channels,
-            d,
-            p,
-            conv,
-        );
         let init = nn::Init::Randn {
             mean: 0.0,
             stdev: 0.02,
@@ -307,29 +342,49 @@ impl Encoder {
         images: &Tensor,
         train: bool,
     ) -> Result<(Tensor, (i64, i64)), EncoderError> {
+        let embedded = self.embed(images, train)?;
+        Ok((embedded.tokens, embedded.grid))
+    }
+
+    /// [`Self::embed_t`] plus the hybrid stem's R0 and R1.
+    fn embed(&self, images: &Tensor, train: bool) -> Result<Embedded, EncoderError> {
         let grid = self.check_images(images)?;
         let b = images.size()[0];
         let d = self.config.hidden_size;
-        let patches = self
-            .patch_embed
-            .forward(images)
-            .flatten(2, 3)
-            .transpose(1, 2);
+        let (map, features) = match &self.patch_embed {
+            PatchEmbed::Patches(conv) => (conv.forward(images), Vec::new()),
+            PatchEmbed::Hybrid { backbone, proj } => {
+                let mut stages = backbone.forward(images);
+                let last = stages.pop().expect("the stem has three stages");
+                (proj.forward(&last), stages)
+            }
+        };
+        let patches = map.flatten(2, 3).transpose(1, 2);
         let readout = self.cls_token.expand([b, 1, d], false);
         let tokens = Tensor::cat(&[readout, patches], 1) + self.position_embeddings(grid);
-        Ok((tokens.dropout(self.config.hidden_dropout, train), grid))
+        Ok(Embedded {
+            tokens: tokens.dropout(self.config.hidden_dropout, train),
+            grid,
+            features,
+        })
     }
 
     /// The training and inference pass: fused attention, no maps kept. Below keep ratio 1, the
     /// sparse pass (`docs/sparse.md`); its selection comes back in [`EncoderOutput::saliency`].
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<EncoderOutput, EncoderError> {
-        let (x, grid) = self.embed_t(images, train)?;
-        match &self.scorer {
+        let Embedded {
+            tokens,
+            grid,
+            features,
+        } = self.embed(images, train)?;
+        let mut out = match &self.scorer {
             Some(scorer) if self.keep_ratio < 1.0 => {
-                self.sparse_pass(scorer, x, grid, train, train)
+                self.sparse_pass(scorer, tokens, grid, train, train)
             }
-            _ => self.dense_pass(x, grid, train),
-        }
+            _ => self.dense_pass(tokens, grid, train),
+        }?;
+        out.features = features;
+        Ok(out)
     }
 
     /// The scorer's logits on the (detached) patch embeddings and the kept token indices:
@@ -356,7 +411,9 @@ impl Encoder {
             return Ok(None);
         };
         tch::no_grad(|| {
-            let (x, grid) = self.embed_t(images, false)?;
+            let Embedded {
+                tokens: x, grid, ..
+            } = self.embed(images, false)?;
             let sparse = self.sparse_pass(scorer, x, grid, false, true)?;
             let saliency = sparse
                 .saliency
@@ -416,6 +473,7 @@ impl Encoder {
                 kept,
                 mass: mass.map(|m| m.narrow(1, 1, np)),
             }),
+            features: Vec::new(),
         })
     }
 
@@ -442,6 +500,7 @@ impl Encoder {
             grid,
             maps: Vec::new(),
             saliency: None,
+            features: Vec::new(),
         })
     }
 
@@ -474,7 +533,11 @@ impl Encoder {
         images: &Tensor,
         sigmas: Option<&[Tensor]>,
     ) -> Result<EncoderOutput, EncoderError> {
-        let (mut x, grid) = self.embed_t(images, false)?;
+        let Embedded {
+            tokens: mut x,
+            grid,
+            features,
+        } = self.embed(images, false)?;
         let mut hooks = Vec::with_capacity(self.config.hooks.len());
         let mut maps = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
@@ -497,6 +560,7 @@ impl Encoder {
             grid,
             maps,
             saliency: None,
+            features,
         })
     }
 }

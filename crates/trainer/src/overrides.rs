@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use glassbox_attention::{AttentionKind, SigmaParameterisation};
 use glassbox_data::SourceConfig;
 use glassbox_decoder::SegmentationDecoder;
+use glassbox_dpt::BackboneKind;
 use glassbox_losses::LossConfig;
 
 use crate::config::{ConfigError, Task, TrainConfig, VAL_SCENE_SEED, synthetic_indoor};
@@ -66,6 +67,10 @@ impl DatasetKind {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Overrides {
+    /// Token maker: vit (patch embedding) or hybrid (DPT-Hybrid's ResNet-50 stem under ViT-Base,
+    /// a small stem under narrower ViTs; `docs/architecture.md`).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = parse_backbone))]
+    pub backbone: Option<BackboneKind>,
     /// Standard or SVDA attention in every encoder block.
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_attention))]
     pub attention: Option<AttentionKind>,
@@ -150,6 +155,9 @@ impl Overrides {
     pub fn apply(&self, config: &mut TrainConfig) -> Result<(), ConfigError> {
         if let Some(name) = &self.name {
             config.name = name.clone();
+        }
+        if let Some(kind) = self.backbone {
+            config.model = config.model.clone().with_backbone(kind);
         }
         if let Some(kind) = self.attention {
             config.set_attention(kind);
@@ -275,6 +283,11 @@ pub fn parse_attention(text: &str) -> Result<AttentionKind, String> {
         .map_err(|_| format!("attention {text:?}: expected standard, svda or svda-paper"))
 }
 
+/// `vit` or `hybrid`.
+pub fn parse_backbone(text: &str) -> Result<BackboneKind, String> {
+    text.parse::<BackboneKind>()
+}
+
 /// `linear` or `log`.
 pub fn parse_parameterisation(text: &str) -> Result<SigmaParameterisation, String> {
     match text {
@@ -339,6 +352,31 @@ mod tests {
         assert_eq!(config.data.image_size, [32, 48]);
         assert_eq!(config.model.encoder.attention, AttentionKind::Svda);
         assert_eq!(config.name, "x");
+    }
+
+    #[test]
+    fn backbone_hybrid_puts_a_resnet_stem_under_the_presets_vit() {
+        let mut config = TrainConfig::preset("default").unwrap();
+        let vit = config.model.encoder.clone();
+        let flags = Overrides {
+            backbone: Some(BackboneKind::Hybrid),
+            attention: Some(AttentionKind::Svda),
+            ..Default::default()
+        };
+        flags.apply(&mut config).unwrap();
+        let encoder = &config.model.encoder;
+        assert_eq!(
+            encoder.backbone,
+            glassbox_encoder::Backbone::Hybrid(glassbox_encoder::BitConfig::tiny())
+        );
+        assert_eq!(
+            (encoder.hidden_size, encoder.num_layers),
+            (vit.hidden_size, vit.num_layers)
+        );
+        assert_eq!(encoder.attention, AttentionKind::Svda);
+        assert_eq!(parse_backbone("vit"), Ok(BackboneKind::Vit));
+        let msg = parse_backbone("resnet").unwrap_err();
+        assert!(msg.contains("vit, hybrid"), "{msg}");
     }
 
     #[test]

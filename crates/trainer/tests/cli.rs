@@ -155,6 +155,7 @@ fn every_bad_input_is_one_line_naming_the_file_or_value_and_never_a_panic() {
         ("attention layer out of range", predict(&["--attention-layer", "99", "--token", "0", &p("ok.png")]), "layer 99".into()),
         ("token index out of range", predict(&["--attention-layer", "1", "--token", "9999", &p("ok.png")]), "token 9999".into()),
         ("keep ratio above 1", train(&["--keep-ratio", "1.5"]), "1.5".into()),
+        ("unknown backbone", train(&["--backbone", "resnet"]), "resnet".into()),
         ("strip layer 0", train(&["--strip-layer", "0"]), "schedule.strip_layer".into()),
         ("unknown grid", args(&["ablate", "--grid", "nope"]), "nope".into()),
         ("report of a missing run", args(&["report", &p("no-run")]), p("no-run")),

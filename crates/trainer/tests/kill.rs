@@ -127,8 +127,10 @@ fn killed_at_random_moments_the_run_resumes_to_the_weights_of_an_uninterrupted_o
     let dir = interrupted_root.join("kill");
     let window = whole_run.as_millis().max(50) as u64;
     let (mut killed, mut finished_before_kill, mut steps_seen) = (0, 0, Vec::new());
+    let mut inside_save = 0;
     for trial in 0..trials {
         let before = checkpoint_step(&config, &dir);
+        let spawned = std::time::SystemTime::now();
         let mut child = command(&config_file, &interrupted_root).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(next(&mut rng) % window));
         if child.try_wait().unwrap().is_none() {
@@ -138,6 +140,18 @@ fn killed_at_random_moments_the_run_resumes_to_the_weights_of_an_uninterrupted_o
             finished_before_kill += 1;
         }
         let status = child.wait().unwrap();
+        // A temp or uncommitted file this child wrote and left: the kill landed inside a save.
+        let in_save = std::fs::read_dir(&dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let fresh = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= spawned);
+                fresh && (name.ends_with(".tmp") || name.ends_with(".next"))
+            })
+        });
+        inside_save += usize::from(in_save);
         let after = checkpoint_step(&config, &dir);
         assert!(
             after >= before,
@@ -159,7 +173,8 @@ fn killed_at_random_moments_the_run_resumes_to_the_weights_of_an_uninterrupted_o
         }
     }
     eprintln!(
-        "killed {killed} times ({finished_before_kill} runs ended first); checkpoints at steps {steps_seen:?}"
+        "killed {killed} times ({inside_save} inside a checkpoint save, {finished_before_kill} \
+         runs ended first); checkpoints at steps {steps_seen:?}"
     );
     assert!(
         killed >= trials / 2,

@@ -471,3 +471,26 @@ fn every_run_leaves_one_page_whose_links_resolve_and_whose_figures_are_labelled(
     assert!(strip.iter().all(|c| c.layer == 1));
     assert_links_resolve(&dir.join("index.html"));
 }
+
+#[test]
+fn a_hybrid_run_trains_and_resumes_to_the_losses_of_an_uninterrupted_one() {
+    // `--backbone hybrid` on the test preset: the small ResNet stem under its 4-block ViT.
+    let mut config = TrainConfig::preset("test").unwrap();
+    config.model = config
+        .model
+        .clone()
+        .with_backbone(glassbox_dpt::BackboneKind::Hybrid);
+    config.optim.steps = 4;
+    let whole = tempfile::tempdir().unwrap();
+    let split = tempfile::tempdir().unwrap();
+    let uninterrupted = train(&config, &options(whole.path(), false, None)).unwrap();
+    train(&config, &options(split.path(), false, Some(2))).unwrap();
+    let second = train(&config, &options(split.path(), true, None)).unwrap();
+    let last = |r: &glassbox_trainer::train::TrainSummary| r.losses.last().copied().unwrap();
+    assert_eq!(last(&second).0, last(&uninterrupted).0);
+    assert!((last(&second).1 - last(&uninterrupted).1).abs() <= 1e-6);
+    assert!(uninterrupted.losses.iter().all(|(_, l)| l.is_finite()));
+    // The saved config rebuilds the hybrid, as eval and predict do.
+    let saved = TrainConfig::from_run_file(&whole.path().join("config.toml")).unwrap();
+    assert_eq!(saved.model, config.model);
+}

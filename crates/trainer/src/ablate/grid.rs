@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use glassbox_attention::AttentionKind;
 use glassbox_data::SourceConfig;
 use glassbox_decoder::{Readout, SegmentationDecoder};
-use glassbox_dpt::HeadConfig;
+use glassbox_dpt::{BackboneKind, HeadConfig};
 use serde::{Deserialize, Serialize};
 
 use super::AblateError;
@@ -14,7 +14,8 @@ use crate::config::{Task, TrainConfig};
 
 /// Grids shipped with the crate, by name: `default` (the reduced grid `cargo xtask ablate` runs),
 /// `full` (every factor level of `docs/training.md` but the keep ratio), `segmentation` (DPT's
-/// head against DEPICT-SA and DEPICT-CA) and `sparsity` (keep ratios of sparse token updates).
+/// head against DEPICT-SA and DEPICT-CA), `sparsity` (keep ratios of sparse token updates) and
+/// `backbone` (ViT against DPT-Hybrid's ResNet stem).
 pub const GRID_PRESETS: &[(&str, &str)] = &[
     ("default", include_str!("../../grids/default.toml")),
     ("full", include_str!("../../grids/full.toml")),
@@ -23,6 +24,7 @@ pub const GRID_PRESETS: &[(&str, &str)] = &[
         include_str!("../../grids/segmentation.toml"),
     ),
     ("sparsity", include_str!("../../grids/sparsity.toml")),
+    ("backbone", include_str!("../../grids/backbone.toml")),
 ];
 
 /// Which data every run of the grid trains and validates on.
@@ -78,6 +80,10 @@ pub struct Grid {
     /// empty = the base preset's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep_ratio: Vec<f64>,
+    /// Token makers to compare (`vit`, `hybrid`: DPT-Hybrid's ResNet stem under the same ViT,
+    /// `docs/architecture.md`); empty = the base preset's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backbone: Vec<BackboneKind>,
 }
 
 /// One model variant of a grid (a run without its seed).
@@ -93,12 +99,19 @@ pub struct Variant {
     /// The keep ratio, when the grid varies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_ratio: Option<f64>,
+    /// The backbone, when the grid varies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<BackboneKind>,
 }
 
 impl Variant {
     /// `svda / project / 3,6,9,12`, or `depict-sa / svda / project / 3,6,9,12` with a decoder,
-    /// `rho 0.3 / standard / project / 3,6,9,12` with a keep ratio.
+    /// `rho 0.3 / standard / project / 3,6,9,12` with a keep ratio, `hybrid / ...` with a backbone.
     pub fn label(&self) -> String {
+        let backbone = self
+            .backbone
+            .map(|b| format!("{} / ", b.name()))
+            .unwrap_or_default();
         let decoder = self
             .decoder
             .map(|d| format!("{} / ", d.name()))
@@ -108,7 +121,7 @@ impl Variant {
             .map(|r| format!("rho {r} / "))
             .unwrap_or_default();
         format!(
-            "{rho}{decoder}{} / {} / {}",
+            "{backbone}{rho}{decoder}{} / {} / {}",
             attention_name(self.attention),
             readout_name(self.readout),
             join_hooks(&self.hooks, ",")
@@ -118,6 +131,10 @@ impl Variant {
     /// The run folder name of this variant at `seed`: `svda-project-h3-6-9-12-s0`, with the
     /// decoder first when set (`depict-sa-svda-project-h3-6-9-12-s0`).
     pub fn run_name(&self, seed: u64) -> String {
+        let backbone = self
+            .backbone
+            .map(|b| format!("{}-", b.name()))
+            .unwrap_or_default();
         let decoder = self
             .decoder
             .map(|d| format!("{}-", d.name()))
@@ -127,7 +144,7 @@ impl Variant {
             .map(|r| format!("rho{r}-"))
             .unwrap_or_default();
         format!(
-            "{rho}{decoder}{}-{}-h{}-s{seed}",
+            "{backbone}{rho}{decoder}{}-{}-h{}-s{seed}",
             attention_name(self.attention),
             readout_name(self.readout),
             join_hooks(&self.hooks, "-")
@@ -189,7 +206,7 @@ impl Grid {
         Ok(grid)
     }
 
-    /// Every run of the grid (keep ratio, then decoder, then attention, then readout, then hooks, then seed,
+    /// Every run of the grid (backbone, then keep ratio, then decoder, then attention, then readout, then hooks, then seed,
     /// slowest first), each with a validated configuration.
     pub fn plan(&self) -> Result<Vec<PlannedRun>, AblateError> {
         let invalid = |message: String| AblateError::Invalid {
@@ -234,6 +251,7 @@ impl Grid {
         repeated("seeds", has_duplicates(&self.seeds))?;
         repeated("decoder", has_duplicates(&self.decoder))?;
         repeated("keep_ratio", has_duplicates(&self.keep_ratio))?;
+        repeated("backbone", has_duplicates(&self.backbone))?;
 
         let base = self.base_config()?;
         if !self.decoder.is_empty() && base.task() != Task::Segmentation {
@@ -257,11 +275,19 @@ impl Grid {
         } else {
             self.keep_ratio.iter().copied().map(Some).collect()
         };
+        let backbones: Vec<Option<BackboneKind>> = if self.backbone.is_empty() {
+            vec![None]
+        } else {
+            self.backbone.iter().copied().map(Some).collect()
+        };
         let mut runs = Vec::new();
-        for (&keep_ratio, &decoder) in ratios
-            .iter()
-            .flat_map(|r| decoders.iter().map(move |d| (r, d)))
-        {
+        let mut outer = Vec::new();
+        for &b in &backbones {
+            for &r in &ratios {
+                outer.extend(decoders.iter().map(|&d| (b, r, d)));
+            }
+        }
+        for (backbone, keep_ratio, decoder) in outer {
             for &attention in &self.attention {
                 for &readout in &self.readout {
                     for hooks in &self.hooks {
@@ -272,11 +298,15 @@ impl Grid {
                                 hooks: hooks.clone(),
                                 decoder,
                                 keep_ratio,
+                                backbone,
                             };
                             let name = variant.run_name(seed);
                             let mut config = base.clone();
                             config.name = name.clone();
                             config.seed = seed;
+                            if let Some(kind) = backbone {
+                                config.model = config.model.clone().with_backbone(kind);
+                            }
                             config.set_attention(attention);
                             config.model.decoder.readout = readout;
                             config.model.encoder.hooks = hooks.clone();

@@ -84,6 +84,7 @@ mod tests {
                 hooks: vec![3, 6, 9, 12],
                 decoder: None,
                 keep_ratio: None,
+                backbone: None,
             },
             seed,
             steps: 10,
@@ -223,8 +224,32 @@ mod tests {
             runs.lines()
                 .nth(2)
                 .unwrap()
-                .starts_with("svda-ignore-s1,,svda,ignore,3 6 9 12,1,10,0.350000")
+                .starts_with("svda-ignore-s1,,,svda,ignore,3 6 9 12,1,10,0.350000")
         );
+    }
+
+    #[test]
+    fn the_backbone_grid_trains_dpt_tiny_against_its_hybrid_under_the_same_vit() {
+        let grid = Grid::load("backbone").unwrap();
+        let runs = grid.plan().unwrap();
+        assert_eq!(runs.len(), 4, "2 backbones x 2 seeds");
+        assert_eq!(runs[0].name, "vit-standard-project-h3-6-9-12-s0");
+        assert_eq!(runs[3].name, "hybrid-standard-project-h3-6-9-12-s1");
+        assert_eq!(
+            runs[2].variant.label(),
+            "hybrid / standard / project / 3,6,9,12"
+        );
+        let (vit, hybrid) = (&runs[0].config.model, &runs[2].config.model);
+        assert_eq!(vit.encoder.backbone, glassbox_encoder::Backbone::Vit);
+        assert_eq!(*hybrid, glassbox_dpt::DptConfig::hybrid_tiny());
+        assert_eq!(vit.decoder, hybrid.decoder);
+        let bad = "name = \"x\"\nsteps = 1\nbackbone = [\"hybrid\", \"resnet\"]\n\
+                   attention = [\"standard\"]\nreadout = [\"project\"]\nhooks = [[3, 6, 9, 12]]\n\
+                   seeds = [0]\n";
+        let msg = Grid::parse(bad, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("resnet") && msg.contains("g.toml"), "{msg}");
     }
 
     #[test]
@@ -294,7 +319,7 @@ mod tests {
         );
         let csv = results_csv(&results);
         assert!(
-            csv.lines().nth(2).unwrap().starts_with("0.300,standard"),
+            csv.lines().nth(2).unwrap().starts_with(",0.300,standard"),
             "{csv}"
         );
     }
@@ -475,6 +500,7 @@ mod tests {
             hooks: vec![3, 6, 9, 12],
             decoder: Some(decoder),
             keep_ratio: None,
+            backbone: None,
         };
         RunResult {
             run: variant.run_name(seed),
@@ -603,7 +629,7 @@ mod tests {
             csv.lines()
                 .nth(1)
                 .unwrap()
-                .starts_with(",svda,ignore,3 6 9 12,1,0.193412,")
+                .starts_with(",,svda,ignore,3 6 9 12,1,0.193412,")
         );
     }
 }

@@ -185,6 +185,8 @@ impl GroupStats {
 /// The factors a grid varies, for the per-factor tables and bar charts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Factor {
+    /// The token maker, ViT or DPT-Hybrid's ResNet stem (one level, `–`, unless the grid varies it).
+    Backbone,
     /// The keep ratio of sparse token updates (one level, `–`, unless the grid varies it).
     KeepRatio,
     /// The segmentation decoder (one level, `–`, in depth grids).
@@ -196,7 +198,8 @@ pub enum Factor {
 
 impl Factor {
     /// In the order of the per-factor tables and figures.
-    pub const ALL: [Factor; 5] = [
+    pub const ALL: [Factor; 6] = [
+        Factor::Backbone,
         Factor::KeepRatio,
         Factor::Decoder,
         Factor::Attention,
@@ -206,6 +209,7 @@ impl Factor {
 
     pub fn name(self) -> &'static str {
         match self {
+            Factor::Backbone => "backbone",
             Factor::KeepRatio => "keep_ratio",
             Factor::Decoder => "decoder",
             Factor::Attention => "attention",
@@ -217,6 +221,7 @@ impl Factor {
     /// The level of this factor in a variant, as printed.
     pub fn level(self, variant: &Variant) -> String {
         match self {
+            Factor::Backbone => variant.backbone.map_or("–", |b| b.name()).into(),
             Factor::KeepRatio => variant
                 .keep_ratio
                 .map_or_else(|| "–".into(), |r| r.to_string()),

@@ -136,7 +136,7 @@ fn results_csv_for(task: Task, results: &[RunResult]) -> String {
         return segmentation_results_csv(results);
     }
     let mut out = String::from(
-        "keep_ratio,attention,readout,hooks,seeds,abs_rel_mean,abs_rel_std,delta1_mean,\
+        "backbone,keep_ratio,attention,readout,hooks,seeds,abs_rel_mean,abs_rel_std,delta1_mean,\
          delta1_std,rmse_mean,rmse_std,train_seconds_mean,train_seconds_std,\
          seconds_per_step_mean,seconds_per_step_std,encoder_gflops,corr_mean,parameters",
     );
@@ -151,8 +151,9 @@ fn results_csv_for(task: Task, results: &[RunResult]) -> String {
         let (sps, sps_std) = fmt_opt(s.seconds_per_step.as_ref(), 6);
         let _ = write!(
             out,
-            "{},{},{},{},{},{abs_rel},{abs_rel_std},{delta1},{delta1_std},{rmse},{rmse_std},{:.2},\
+            "{},{},{},{},{},{},{abs_rel},{abs_rel_std},{delta1},{delta1_std},{rmse},{rmse_std},{:.2},\
              {:.2},{sps},{sps_std},{},{},{:.0}",
+            v.backbone.map_or("", |b| b.name()),
             cell_opt(v.keep_ratio, 3),
             attention_name(v.attention),
             readout_name(v.readout),
@@ -184,7 +185,7 @@ fn runs_csv_for(task: Task, results: &[RunResult]) -> String {
         return segmentation_runs_csv(results);
     }
     let mut out = String::from(
-        "run,keep_ratio,attention,readout,hooks,seed,steps,abs_rel,delta1,rmse,train_seconds,\
+        "run,backbone,keep_ratio,attention,readout,hooks,seed,steps,abs_rel,delta1,rmse,train_seconds,\
          seconds_per_step,encoder_gflops,corr,parameters",
     );
     for (i, _) in INDICATOR_COLUMNS {
@@ -194,8 +195,9 @@ fn runs_csv_for(task: Task, results: &[RunResult]) -> String {
     for r in results {
         let _ = write!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{:.2},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{:.2},{},{},{},{}",
             r.run,
+            r.variant.backbone.map_or("", |b| b.name()),
             cell_opt(r.variant.keep_ratio, 3),
             attention_name(r.variant.attention),
             readout_name(r.variant.readout),
@@ -363,11 +365,27 @@ fn depth_tables(md: &mut String, grid: &Grid, results: &[RunResult], planned: us
             .collect::<Vec<_>>()
             .join(", ")
     );
-    md.push_str("## Variants\n\n| attention | readout | hooks | seeds | AbsRel | δ1 | RMSE | train time (s) | parameters |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n");
-    for (v, s) in aggregate_variants(results) {
+    let variants = aggregate_variants(results);
+    // The backbone and keep ratio lead the row when the grid varies them.
+    let leading: Vec<Factor> = [Factor::Backbone, Factor::KeepRatio]
+        .into_iter()
+        .filter(|&f| variants.iter().any(|(v, _)| f.level(v) != "–"))
+        .collect();
+    md.push_str("## Variants\n\n|");
+    for f in &leading {
+        let _ = write!(md, " {} |", f.name());
+    }
+    md.push_str(" attention | readout | hooks | seeds | AbsRel | δ1 | RMSE | train time (s) | parameters |\n|");
+    md.push_str(&"---|".repeat(leading.len()));
+    md.push_str("---|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for (v, s) in variants {
+        md.push('|');
+        for f in &leading {
+            let _ = write!(md, " {} |", f.level(&v));
+        }
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            " {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
             attention_name(v.attention),
             readout_name(v.readout),
             join_hooks(&v.hooks, ","),
