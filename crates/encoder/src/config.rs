@@ -20,14 +20,6 @@ pub enum Backbone {
 }
 
 impl Backbone {
-    /// The name `--backbone` and the ablation tables use.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Vit => "vit",
-            Self::Hybrid(_) => "hybrid",
-        }
-    }
-
     fn is_vit(&self) -> bool {
         *self == Self::Vit
     }
