@@ -4,6 +4,7 @@
 
 mod bench;
 mod libtorch;
+mod recipe;
 mod screenshot;
 mod system;
 
@@ -63,6 +64,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Write a checkpoint for elsewhere: `--checkpoint C --format hf|safetensors --out PATH`.
+    Export {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Synthetic pretraining (reused when finished), then 7-Scenes fine-tuning from it and from
+    /// scratch, scored on 7-Scenes and zero-shot on the NYU and KITTI samples; writes
+    /// runs/recipe.md (about 35 min on 2 cores).
+    Recipe(recipe::RecipeArgs),
     /// Comparison page of run folders (tables, curves, spectral figures): `cargo xtask report
     /// RUN_DIR... [--out DIR]`.
     Report {
@@ -142,6 +152,8 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Eval { args } => run_glassbox(&env, "eval", args)?,
         Cmd::Predict { args } => run_glassbox(&env, "predict", args)?,
         Cmd::Report { args } => run_glassbox(&env, "report", args)?,
+        Cmd::Export { args } => run_glassbox(&env, "export", args)?,
+        Cmd::Recipe(args) => recipe::recipe(&env, &args)?,
         Cmd::Ablate { args } => run_glassbox(&env, "ablate", args)?,
         Cmd::GenData { args } => {
             let mut cmd = env.cargo("run");
@@ -167,7 +179,11 @@ fn run_cli(cli: Cli) -> Result<()> {
 /// the binary too (same process group); xtask ignores it and waits, so the binary can finish its
 /// checkpoint and print where to resume.
 fn run_glassbox(env: &BuildEnv, subcommand: &str, args: Vec<OsString>) -> Result<()> {
-    ctrlc::set_handler(|| {}).context("installing the Ctrl-C handler")?;
+    // The recipe runs several binaries in turn: the handler is installed once.
+    match ctrlc::set_handler(|| {}) {
+        Ok(()) | Err(ctrlc::Error::MultipleHandlers) => {}
+        Err(e) => return Err(e).context("installing the Ctrl-C handler"),
+    }
     let mut cmd = env.cargo("run");
     cmd.args([
         "--release",

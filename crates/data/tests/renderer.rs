@@ -21,6 +21,25 @@ fn same_seed_same_samples_in_any_order_and_other_seed_differs() {
 }
 
 #[test]
+fn mixed_scenes_interleave_the_indoor_and_outdoor_datasets() {
+    let mixed = SyntheticConfig {
+        kind: glassbox_data::SceneKind::Mixed,
+        ..SyntheticConfig::indoor(48, 32, 4, 5)
+    };
+    let mixed = SyntheticDataset::new(mixed).unwrap();
+    let indoor = SyntheticDataset::new(SyntheticConfig::indoor(48, 32, 4, 5)).unwrap();
+    let outdoor = SyntheticDataset::new(SyntheticConfig::outdoor(48, 32, 4, 5)).unwrap();
+    assert_eq!(mixed.get(0).unwrap(), indoor.get(0).unwrap());
+    assert_eq!(mixed.get(1).unwrap(), outdoor.get(1).unwrap());
+    assert_eq!(mixed.get(2).unwrap(), indoor.get(2).unwrap());
+    assert_eq!(mixed.name(3), "synthetic-outdoor-00003");
+    assert_eq!(
+        "mixed".parse::<glassbox_data::SceneKind>().unwrap(),
+        glassbox_data::SceneKind::Mixed
+    );
+}
+
+#[test]
 fn floor_depth_equals_the_analytic_ray_plane_z_distance() {
     let ds = SyntheticDataset::new(SyntheticConfig::indoor(64, 48, 6, 3)).unwrap();
     let mut checked = 0;

@@ -34,13 +34,37 @@ pub fn load_hf_dpt(vs: &mut nn::VarStore, path: impl AsRef<Path>) -> Result<Load
 }
 
 /// Loads a timm ViT checkpoint (e.g. `vit_base_patch16_384`) into the encoder of the model in
-/// `vs`; decoder and head keep their values. The classifier and final norm are skipped.
+/// `vs`; decoder and head keep their values. The classifier and final norm are skipped. Position
+/// embeddings stored for another square grid (a checkpoint trained at 224 loaded into a model
+/// configured for 384) are resized to the model's grid as the encoder resizes them at run time.
 pub fn load_timm_backbone(
     vs: &mut nn::VarStore,
     path: impl AsRef<Path>,
 ) -> Result<LoadReport, DptError> {
     let path = path.as_ref();
-    let converted = glassbox_encoder::checkpoint::from_timm(&read_safetensors(path)?);
+    let mut converted = glassbox_encoder::checkpoint::from_timm(&read_safetensors(path)?);
+    let wanted = vs
+        .variables()
+        .get("encoder.pos_embed")
+        .map(|t| t.size()[1] - 1);
+    if let (Some(stored), Some(wanted)) = (converted.tensors.get("pos_embed"), wanted)
+        && stored.dim() == 3
+        && stored.size()[1] - 1 != wanted
+    {
+        let (from, to) = (square_side(stored.size()[1] - 1), square_side(wanted));
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(DptError::Read {
+                path: path.display().to_string(),
+                message: format!(
+                    "pos_embed {:?} holds {} patch positions, not a square grid; cannot resize it                      to the model's {wanted}",
+                    stored.size(),
+                    stored.size()[1] - 1
+                ),
+            });
+        };
+        let resized = glassbox_encoder::vit::resize_position_embeddings(stored, from, (to, to));
+        converted.tensors.insert("pos_embed".into(), resized);
+    }
     // Decoder and head variables keep their current values: they are fed back to themselves.
     let keep = vs
         .variables()
@@ -78,6 +102,12 @@ fn load_converted(
         (!skip.contains(n) && !is_known_unused_hf_tensor(n)).then(|| n.to_string())
     })?;
     Ok(report)
+}
+
+/// The side of a square grid of `n` cells, if `n` is a square.
+fn square_side(n: i64) -> Option<i64> {
+    let side = (n as f64).sqrt().round() as i64;
+    (side * side == n && n > 0).then_some(side)
 }
 
 fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>, DptError> {

@@ -10,7 +10,9 @@
 //!   `dpt-large`, `dpt-test`), each size stated once, and the translation of an HF `config.json`;
 //! - [`model`]: [`Dpt`] with `new(path, config)` and `forward_t`;
 //! - [`import`]: HF `DPTForDepthEstimation` / `DPTForSemanticSegmentation` and timm ViT
-//!   safetensors through one rename table.
+//!   safetensors through one rename table;
+//! - [`export`]: the same table backwards, an HF `config.json` and state dict that
+//!   `from_pretrained` loads.
 //!
 //! ```no_run
 //! use glassbox_dpt::{Dpt, DptConfig};
@@ -24,6 +26,7 @@
 //! ```
 
 pub mod config;
+pub mod export;
 pub mod import;
 pub mod model;
 
@@ -43,6 +46,8 @@ pub enum DptError {
     Checkpoint(#[from] glassbox_decoder::checkpoint::CheckpointError),
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
+    #[error("cannot export as an HF folder: {0}")]
+    Export(String),
     #[error("this model has a {have} head, but {wanted} output was asked for")]
     WrongHead {
         have: &'static str,

@@ -319,20 +319,7 @@ impl Encoder {
     /// Position embeddings for a grid of h x w patches: the stored square grid resized bilinearly
     /// (align_corners = false), the readout token's embedding kept as it is.
     pub fn position_embeddings(&self, grid: (i64, i64)) -> Tensor {
-        let g = self.config.grid_size();
-        let d = self.config.hidden_size;
-        let readout = self.pos_embed.narrow(1, 0, 1);
-        let patches = self.pos_embed.narrow(1, 1, g * g);
-        if grid == (g, g) {
-            return self.pos_embed.shallow_clone();
-        }
-        let resized = patches
-            .reshape([1, g, g, d])
-            .permute([0, 3, 1, 2])
-            .upsample_bilinear2d([grid.0, grid.1], false, None, None)
-            .permute([0, 2, 3, 1])
-            .reshape([1, grid.0 * grid.1, d]);
-        Tensor::cat(&[readout, resized], 1)
+        resize_position_embeddings(&self.pos_embed, self.config.grid_size(), grid)
     }
 
     /// Patch tokens with the readout token prepended and position embeddings added:
@@ -563,4 +550,24 @@ impl Encoder {
             features,
         })
     }
+}
+
+/// Position embeddings `1 x (1 + g*g) x D` of a square g x g grid resized to h x w patches:
+/// the grid bilinearly (align_corners = false, as HF's DPT), the readout token's embedding as it
+/// is. The one resize, used at run time for other image sizes and when loading a checkpoint made
+/// for another grid.
+pub fn resize_position_embeddings(pos_embed: &Tensor, g: i64, grid: (i64, i64)) -> Tensor {
+    if grid == (g, g) {
+        return pos_embed.shallow_clone();
+    }
+    let d = pos_embed.size()[2];
+    let readout = pos_embed.narrow(1, 0, 1);
+    let resized = pos_embed
+        .narrow(1, 1, g * g)
+        .reshape([1, g, g, d])
+        .permute([0, 3, 1, 2])
+        .upsample_bilinear2d([grid.0, grid.1], false, None, None)
+        .permute([0, 2, 3, 1])
+        .reshape([1, grid.0 * grid.1, d]);
+    Tensor::cat(&[readout, resized], 1)
 }

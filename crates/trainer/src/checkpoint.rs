@@ -109,8 +109,9 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// Serialises named tensors to safetensors bytes (through a temp file: tch writes to paths).
-fn safetensors_bytes(
+/// Serialises named tensors to safetensors bytes (through a temp file beside `scratch`: tch
+/// writes to paths).
+pub fn safetensors_bytes(
     tensors: &[(String, Tensor)],
     scratch: &Path,
 ) -> Result<Vec<u8>, CheckpointError> {
@@ -126,7 +127,8 @@ fn safetensors_bytes(
     Ok(bytes)
 }
 
-fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+/// Every variable of `vs`, detached, on the CPU, sorted by name: what a weights file holds.
+pub fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut vars: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()

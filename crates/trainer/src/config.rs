@@ -6,7 +6,11 @@
 //! Presets:
 //! - `default`: dpt-tiny on synthetic indoor scenes at 64 x 64, 600 steps, sized to finish on a
 //!   2-core CPU in about four minutes;
+//! - `pretrain-synthetic`: dpt-tiny on 8192 rendered rooms and streets at 128 x 128, the
+//!   checkpoint the real-data presets start from with `--init`;
 //! - `sevenscenes`: dpt-tiny on 7-Scenes redkitchen (frames 0-499 train, 500-599 validation);
+//! - `nyu`, `kitti`: the same model on NYU-v2 (sync layout) and KITTI (annotated depth), each
+//!   with its depth cap and crop (`--data-root` for a full dataset; the defaults read the samples);
 //! - `segmentation`: dpt-tiny segmenting rendered indoor scenes into the renderer's classes at
 //!   128 x 128 (an 8 x 8 patch grid, so objects span several patches);
 //! - `test`: the dpt-test model (4 layers, D 32) at 64 x 64 for the crate's tests.
@@ -25,6 +29,7 @@ use glassbox_data::{AugmentConfig, SceneKind, SourceConfig};
 use glassbox_decoder::{SegmentationDecoder, SegmentationHeadConfig};
 use glassbox_dpt::{DptConfig, HeadConfig};
 use glassbox_losses::{DisparityToDepth, LossConfig, SegmentationLoss};
+use glassbox_metrics::Crop;
 use serde::{Deserialize, Serialize};
 
 /// Everything that can be wrong with a configuration.
@@ -54,10 +59,21 @@ pub enum ConfigError {
     },
     #[error("data: {0}")]
     Data(#[from] glassbox_data::DataError),
+    /// Starting weights that cannot be used; `message` already names the file.
+    #[error("{message}")]
+    Init { path: PathBuf, message: String },
 }
 
 /// Names accepted by [`TrainConfig::preset`].
-pub const RUN_PRESETS: &[&str] = &["default", "sevenscenes", "segmentation", "test"];
+pub const RUN_PRESETS: &[&str] = &[
+    "default",
+    "pretrain-synthetic",
+    "sevenscenes",
+    "nyu",
+    "kitti",
+    "segmentation",
+    "test",
+];
 
 /// What a run predicts; it follows from the model's head, and the loss, evaluation, report and
 /// predictions follow from it.
@@ -198,6 +214,11 @@ pub struct ScheduleConfig {
     /// training" strip follows; absent: the last layer, the one that feeds the decoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strip_layer: Option<usize>,
+    /// Region of the validation images that is scored: `None` (all), or `Garg` for KITTI-shaped
+    /// images (fractions of the size, so it applies at the training size). NYU's Eigen crop is
+    /// defined on 480 x 640 only: `glassbox eval` applies it at full resolution.
+    #[serde(default)]
+    pub eval_crop: Crop,
 }
 
 /// A whole run: model, data, optimiser, loss and schedule.
@@ -215,6 +236,15 @@ pub struct TrainConfig {
     pub loss: LossSettings,
     pub schedule: ScheduleConfig,
     pub model: DptConfig,
+    /// Starting weights for a fresh run (`--init`): a run checkpoint, a glassbox export or an HF
+    /// `DPTForDepthEstimation` folder (`docs/checkpoints.md`); `model` is that file's model.
+    /// `--resume` wins over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
+    /// A timm ViT safetensors loaded into the encoder of a fresh run after `init`
+    /// (`--backbone-weights`), its position embeddings resized to the model's grid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone_weights: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -222,7 +252,10 @@ impl TrainConfig {
     pub fn preset(name: &str) -> Result<Self, ConfigError> {
         match name {
             "default" => Ok(Self::default_synthetic()),
+            "pretrain-synthetic" => Ok(Self::pretrain_synthetic()),
             "sevenscenes" => Ok(Self::seven_scenes(default_seven_scenes_root())),
+            "nyu" => Ok(Self::nyu(real_data_root().join("nyu-sync-samples"))),
+            "kitti" => Ok(Self::kitti(real_data_root().join("kitti-samples"))),
             "segmentation" => Ok(Self::segmentation()),
             "test" => Ok(Self::test()),
             _ => Err(ConfigError::UnknownPreset(name.to_string())),
@@ -277,9 +310,36 @@ impl TrainConfig {
                 sheet_images: 4,
                 spectral_every: 50,
                 strip_layer: None,
+                eval_crop: Crop::None,
             },
             model: DptConfig::dpt_tiny(),
+            init: None,
+            backbone_weights: None,
         }
+    }
+
+    /// Rendered rooms and streets (4096 scenes, alternating) at 128 x 128, where furniture and
+    /// cars span several 16-pixel patches: the checkpoint the real-data presets start from with
+    /// `--init` (`docs/results.md`, "Synthetic pretraining"). The cache holds every scene, so
+    /// after the first epoch nothing is rendered and the two cores belong to the model.
+    fn pretrain_synthetic() -> Self {
+        let mut c = Self::default_synthetic();
+        c.name = "pretrain-synthetic".into();
+        c.data.train = SourceConfig::Synthetic {
+            scene: SceneKind::Mixed,
+            len: 4096,
+            seed: 0,
+            size: None,
+            lidar: false,
+        };
+        c.data.image_size = [128, 128];
+        c.data.cache_mb = 1536;
+        c.optim.steps = 1000;
+        c.optim.warmup_steps = 60;
+        c.schedule.eval_every = 500;
+        c.schedule.checkpoint_every = 100;
+        c.schedule.spectral_every = 500;
+        c
     }
 
     fn seven_scenes(root: PathBuf) -> Self {
@@ -297,6 +357,39 @@ impl TrainConfig {
         c.optim.steps = 300;
         c.schedule.eval_every = 150;
         c.schedule.checkpoint_every = 150;
+        c
+    }
+
+    /// NYU-v2 in the "sync" layout under `root` (every frame found, or `--split`), at 96 x 128
+    /// (480 x 640 / 5); depth in (0.001, 10) m, median-scaled. The last tenth of the frames
+    /// validates unless `--val-split` names a list. Start it from the synthetic checkpoint with
+    /// `--init`; the Eigen-crop benchmark numbers come from `glassbox eval --dataset nyu`.
+    fn nyu(root: PathBuf) -> Self {
+        let mut c = Self::default_synthetic();
+        c.name = "nyu".into();
+        c.data.train = SourceConfig::Nyu { root, split: None };
+        c.data.val = None;
+        c.data.image_size = [96, 128];
+        c.optim.steps = 600;
+        c.schedule.eval_every = 200;
+        c.schedule.max_depth = 10.0;
+        c
+    }
+
+    /// KITTI (`rgb/` + annotated `depth/` under `root`, or `--split` lists) at 96 x 320 (the
+    /// 375 x 1242 frames' aspect); depth in (0.001, 80) m with the Garg crop, median-scaled.
+    /// LiDAR ground truth is sparse: the loss only sees the pixels it covers.
+    fn kitti(root: PathBuf) -> Self {
+        let mut c = Self::nyu(root.clone());
+        c.name = "kitti".into();
+        c.data.train = SourceConfig::Kitti {
+            root,
+            split: None,
+            depth_root: None,
+        };
+        c.data.image_size = [96, 320];
+        c.schedule.max_depth = 80.0;
+        c.schedule.eval_crop = Crop::Garg;
         c
     }
 
@@ -348,6 +441,24 @@ impl TrainConfig {
     /// backbone's rate (docs/attention.md).
     pub fn from_run_file(path: &Path) -> Result<Self, ConfigError> {
         Self::read(path, true)
+    }
+
+    /// Parses a run config written by [`Self::to_toml`] (as a single-file export embeds it),
+    /// and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Read {
+            path: PathBuf::from("<embedded config>"),
+            message: e.to_string(),
+        })?;
+        migrate_first_svda(&mut value);
+        let config: Self = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Read {
+                path: PathBuf::from("<embedded config>"),
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
     }
 
     fn read(path: &Path, run_folder: bool) -> Result<Self, ConfigError> {
@@ -526,6 +637,18 @@ impl TrainConfig {
                 "data.image_size",
                 format!("{h}x{w}"),
                 "positive multiples of the patch size",
+            ));
+        }
+        if let Err(e) = self.schedule.eval_crop.window(h, w) {
+            return Err(invalid(
+                "schedule.eval_crop",
+                self.schedule.eval_crop.to_string(),
+                match e {
+                    glassbox_metrics::MetricsError::CropSize { .. } => {
+                        "a crop defined at data.image_size (Eigen needs 480 x 640)"
+                    }
+                    _ => "a crop defined at data.image_size",
+                },
             ));
         }
         let o = &self.optim;

@@ -12,6 +12,8 @@
 //! - [`checkpoint`]: atomic safetensors checkpoints with checksummed records ([`fs`]: atomic
 //!   writes and file errors);
 //! - [`eval`]: validation and benchmark evaluation (median and scale-shift alignment, baseline);
+//! - [`weights`]: model files from and for elsewhere (`--init`, HF folders, single-file
+//!   exports);
 //! - [`predict`]: depth PNGs and attention maps for image files;
 //! - [`probe`]: the spectral indicators of the model on a fixed probe batch, logged over
 //!   training (figures: `glassbox_spectral::report`);
@@ -37,6 +39,7 @@ pub mod probe;
 pub mod report;
 pub mod tensor;
 pub mod train;
+pub mod weights;
 pub mod whitebox;
 
 pub use config::TrainConfig;

@@ -67,6 +67,14 @@ impl DatasetKind {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Overrides {
+    /// Start from these weights, and their model: a run checkpoint, a `glassbox export` file or
+    /// an HF `DPTForDepthEstimation` folder (config.json + model.safetensors). `--resume` wins.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH"))]
+    pub init: Option<PathBuf>,
+    /// A timm ViT safetensors for the encoder (e.g. vit_tiny_patch16_224); its position
+    /// embeddings are resized to the model's grid. Loaded after --init.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH"))]
+    pub backbone_weights: Option<PathBuf>,
     /// Token maker: vit (patch embedding) or hybrid (DPT-Hybrid's ResNet-50 stem under ViT-Base,
     /// a small stem under narrower ViTs; `docs/architecture.md`).
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_backbone))]
@@ -97,6 +105,10 @@ pub struct Overrides {
     /// Decoder learning rate; the backbone's keeps its ratio to it.
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub lr: Option<f64>,
+    /// Backbone (encoder) learning rate, set after --lr; fine-tuning from pretrained weights
+    /// usually wants it below the decoder's (DPT: 1e-5 against 1e-4).
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
+    pub lr_backbone: Option<f64>,
     /// Learning rate of SVDA's spectrum (log sigma and temperature; `model.encoder.svda.lr`).
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub lr_sigma: Option<f64>,
@@ -156,6 +168,27 @@ impl Overrides {
         if let Some(name) = &self.name {
             config.name = name.clone();
         }
+        // The init file's model replaces the preset's first, so that flags below refine it.
+        if let Some(path) = &self.init {
+            let file = crate::weights::ModelFile::open(path).map_err(|e| ConfigError::Init {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            config.model = file.model_config().clone();
+            config.init = Some(path.clone());
+        }
+        if let Some(path) = &self.backbone_weights {
+            if !path.is_file() {
+                return Err(ConfigError::Init {
+                    path: path.clone(),
+                    message: format!(
+                        "{} does not exist (--backbone-weights takes a timm ViT safetensors)",
+                        path.display()
+                    ),
+                });
+            }
+            config.backbone_weights = Some(path.clone());
+        }
         if let Some(kind) = self.backbone {
             config.model = config.model.clone().with_backbone(kind);
         }
@@ -174,6 +207,7 @@ impl Overrides {
             o.lr_decoder = lr;
             o.lr_backbone = lr * ratio;
         }
+        o.lr_backbone = self.lr_backbone.unwrap_or(o.lr_backbone);
         let svda = &mut config.model.encoder.svda;
         if let Some(lr) = self.lr_sigma {
             svda.lr = Some(glassbox_attention::SpectrumRate::Rate(lr));
@@ -352,6 +386,55 @@ mod tests {
         assert_eq!(config.data.image_size, [32, 48]);
         assert_eq!(config.model.encoder.attention, AttentionKind::Svda);
         assert_eq!(config.name, "x");
+    }
+
+    #[test]
+    fn lr_backbone_is_set_after_lr_and_missing_init_files_are_named() {
+        let mut config = TrainConfig::preset("default").unwrap();
+        let flags = Overrides {
+            lr: Some(1e-3),
+            lr_backbone: Some(1e-5),
+            ..Overrides::default()
+        };
+        flags.apply(&mut config).unwrap();
+        assert_eq!(
+            (config.optim.lr_backbone, config.optim.lr_decoder),
+            (1e-5, 1e-3)
+        );
+        for flags in [
+            Overrides {
+                init: Some("no/such/run/last.safetensors".into()),
+                ..Overrides::default()
+            },
+            Overrides {
+                backbone_weights: Some("no/such/vit.safetensors".into()),
+                ..Overrides::default()
+            },
+        ] {
+            let err = flags.apply(&mut config).unwrap_err().to_string();
+            assert!(err.contains("no/such/"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert_eq!(config.init, None);
+    }
+
+    #[test]
+    fn real_data_presets_carry_their_protocol() {
+        let kitti = TrainConfig::preset("kitti").unwrap();
+        assert_eq!(kitti.schedule.eval_crop, glassbox_metrics::Crop::Garg);
+        assert_eq!(kitti.schedule.max_depth, 80.0);
+        let nyu = TrainConfig::preset("nyu").unwrap();
+        assert_eq!(
+            (nyu.schedule.eval_crop, nyu.schedule.max_depth),
+            (glassbox_metrics::Crop::None, 10.0)
+        );
+        let mut eigen = nyu.clone();
+        eigen.schedule.eval_crop = glassbox_metrics::Crop::Eigen;
+        let err = eigen.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("schedule.eval_crop") && err.contains("480 x 640"),
+            "{err}"
+        );
     }
 
     #[test]

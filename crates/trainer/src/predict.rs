@@ -18,7 +18,7 @@ use glassbox_encoder::EncoderOutput;
 use ndarray::Array2;
 use tch::{Device, Kind, nn};
 
-use crate::checkpoint::{self, CheckpointPaths};
+use crate::checkpoint;
 use crate::config::{Task, TrainConfig};
 use crate::eval;
 use crate::report;
@@ -27,17 +27,11 @@ use crate::tensor::to_array;
 /// Everything that stops a prediction.
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
+    #[error(transparent)]
+    Weights(Box<crate::weights::WeightsError>),
     #[error(
-        "the run folder of checkpoint {checkpoint} has no readable config.toml ({reason}); \
-         eval and predict rebuild the model from it"
-    )]
-    NoConfig {
-        checkpoint: PathBuf,
-        reason: Box<crate::config::ConfigError>,
-    },
-    #[error(
-        "checkpoint {0} does not exist, or is not a file (a run folder holds last.safetensors and \
-         best.safetensors)"
+        "checkpoint {0} does not exist (a run folder holds last.safetensors and best.safetensors; \
+         an HF folder config.json and model.safetensors)"
     )]
     Missing(PathBuf),
     #[error(
@@ -75,21 +69,24 @@ pub struct LoadedModel {
     pub model: Dpt,
 }
 
-/// Loads `<run>/config.toml` and the weights of `checkpoint` (`<run>/<name>.safetensors`).
+impl From<crate::weights::WeightsError> for PredictError {
+    fn from(e: crate::weights::WeightsError) -> Self {
+        Self::Weights(Box::new(e))
+    }
+}
+
+/// Rebuilds the model of `checkpoint` and loads its weights: a run checkpoint
+/// (`<run>/<name>.safetensors` beside `<run>/config.toml`), a `glassbox export` file or an HF
+/// folder ([`crate::weights::ModelFile`]).
 pub fn load_checkpoint(checkpoint: &Path, device: Device) -> Result<LoadedModel, PredictError> {
-    if !checkpoint.is_file() {
+    if !checkpoint.exists() {
         return Err(PredictError::Missing(checkpoint.into()));
     }
-    let dir = checkpoint.parent().unwrap_or(Path::new("."));
-    let config = TrainConfig::from_run_file(&dir.join("config.toml")).map_err(|reason| {
-        PredictError::NoConfig {
-            checkpoint: checkpoint.into(),
-            reason: Box::new(reason),
-        }
-    })?;
+    let file = crate::weights::ModelFile::open(checkpoint)?;
+    let config = file.train_config()?;
     let mut vs = nn::VarStore::new(device);
     let model = Dpt::new(&vs.root(), &config.model)?;
-    checkpoint::load(&CheckpointPaths::for_weights(checkpoint), &mut vs)?;
+    file.load(&mut vs)?;
     Ok(LoadedModel { config, vs, model })
 }
 

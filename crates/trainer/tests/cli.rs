@@ -161,6 +161,11 @@ fn every_bad_input_is_one_line_naming_the_file_or_value_and_never_a_panic() {
         ("report of a missing run", args(&["report", &p("no-run")]), p("no-run")),
         ("eval root that does not exist", args(&["eval", "--checkpoint", &checkpoint, "--dataset", "nyu", "--root", &p("nothere")]), p("nothere")),
         ("unknown flag", args(&["train", "--bogus"]), "--bogus".into()),
+        ("init file that does not exist", train(&["--init", &p("nope.safetensors")]), p("nope.safetensors")),
+        ("init from a garbage file", train(&["--init", &p("notimage.png")]), p("notimage.png")),
+        ("backbone weights that do not exist", train(&["--backbone-weights", &p("vit.safetensors")]), p("vit.safetensors")),
+        ("unknown export format", args(&["export", "--checkpoint", &checkpoint, "--format", "onnx", "--out", &p("x")]), "onnx".into()),
+        ("export of a missing checkpoint", args(&["export", "--checkpoint", &p("nope.safetensors"), "--format", "hf", "--out", &p("x")]), p("nope.safetensors")),
     ];
     let no_gpu = !tch::Cuda::is_available();
     let mut cases = cases;

@@ -465,6 +465,20 @@ pub enum SceneKind {
     Indoor,
     /// KITTI-like streets, depth 1-80 m, sky invalid.
     Outdoor,
+    /// Both, alternating: even samples are the indoor dataset's, odd ones the outdoor
+    /// dataset's (same seed), so pretraining sees rooms and streets in every batch.
+    Mixed,
+}
+
+impl SceneKind {
+    /// The family of sample `index`: `Mixed` alternates, starting indoors.
+    pub fn at(self, index: usize) -> SceneKind {
+        match self {
+            SceneKind::Mixed if index.is_multiple_of(2) => SceneKind::Indoor,
+            SceneKind::Mixed => SceneKind::Outdoor,
+            kind => kind,
+        }
+    }
 }
 
 impl std::str::FromStr for SceneKind {
@@ -473,8 +487,9 @@ impl std::str::FromStr for SceneKind {
         match s.to_ascii_lowercase().as_str() {
             "indoor" => Ok(SceneKind::Indoor),
             "outdoor" => Ok(SceneKind::Outdoor),
+            "mixed" => Ok(SceneKind::Mixed),
             other => Err(DataError::Config(format!(
-                "scene kind {other:?}, expected indoor or outdoor"
+                "scene kind {other:?}, expected indoor, outdoor or mixed"
             ))),
         }
     }
@@ -546,22 +561,26 @@ impl SyntheticDataset {
     }
 
     fn sample_seed(&self, index: usize) -> u64 {
-        derive_seed(self.config.seed, index as u64, self.config.kind as u64)
+        derive_seed(
+            self.config.seed,
+            index as u64,
+            self.config.kind.at(index) as u64,
+        )
     }
 
     /// The scene and camera of sample `index` (for tests and for writing intrinsics).
     pub fn scene(&self, index: usize) -> (Scene, Camera) {
         let mut rng = ChaCha8Rng::seed_from_u64(self.sample_seed(index));
         let (w, h) = (self.config.width, self.config.height);
-        match self.config.kind {
-            SceneKind::Indoor => indoor::scene(&mut rng, w, h),
+        match self.config.kind.at(index) {
             SceneKind::Outdoor => outdoor::scene(&mut rng, w, h),
+            _ => indoor::scene(&mut rng, w, h),
         }
     }
 
     /// Name of sample `index`, used in messages and file names.
     pub fn name(&self, index: usize) -> String {
-        format!("synthetic-{:?}-{index:05}", self.config.kind).to_lowercase()
+        format!("synthetic-{:?}-{index:05}", self.config.kind.at(index)).to_lowercase()
     }
 }
 

@@ -5,6 +5,8 @@
 //!   [--task depth|segmentation] [--decoder dpt|depict-sa|depict-ca] [overrides] [--resume]`
 //! - `glassbox eval --checkpoint C --dataset nyu|kitti|sevenscenes|folder|synthetic|ade20k --root PATH`
 //! - `glassbox predict --checkpoint C [--depth16] [--attention-layer L --token T] IMAGES...`
+//! - `glassbox export --checkpoint C --format hf|safetensors --out PATH` (an HF folder, or one file
+//!   with the config in its metadata)
 //! - `glassbox report RUN_DIR... [--out DIR]` (a comparison page: metric tables side by side,
 //!   training curves overlaid, spectral figures)
 //! - `glassbox ablate [--grid default|full|segmentation|FILE] [--out DIR]` (a resumable ablation grid)
@@ -23,6 +25,7 @@ use glassbox_trainer::eval;
 use glassbox_trainer::overrides::{DatasetKind, Overrides};
 use glassbox_trainer::predict::{self, PredictOptions};
 use glassbox_trainer::train::{TrainOptions, resolve_device};
+use glassbox_trainer::weights;
 
 #[derive(Parser)]
 #[command(
@@ -88,6 +91,20 @@ enum Cmd {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Write a checkpoint for use elsewhere. `--format hf` writes an HF folder (model.safetensors
+    /// and config.json) that transformers' `DPTForDepthEstimation.from_pretrained` loads;
+    /// `--format safetensors` writes one file with our names and the run config in its
+    /// metadata, which `--init`, `eval` and `predict` read without the run folder.
+    Export {
+        /// A run checkpoint, a glassbox export or an HF folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// The HF folder, or the .safetensors file, to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run an ablation grid (decoder x attention x readout x hooks x seeds) in sequence; finished runs are
     /// skipped, a partial run resumes, Ctrl-C stops with a checkpoint. Writes results.csv,
     /// runs.csv, results.md and figures/ in OUT/<grid name>.
@@ -121,6 +138,24 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// What `glassbox export` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// An HF `DPTForDepthEstimation` / `DPTForSemanticSegmentation` folder.
+    Hf,
+    /// One safetensors file, our names, config in the metadata.
+    Safetensors,
+}
+
+/// Where outputs about a model file go by default: beside a checkpoint, inside an HF folder.
+fn beside(checkpoint: &Path) -> PathBuf {
+    if checkpoint.is_dir() {
+        checkpoint.to_path_buf()
+    } else {
+        checkpoint.parent().unwrap_or(Path::new(".")).to_path_buf()
+    }
 }
 
 /// The flags of `glassbox eval`.
@@ -290,10 +325,7 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         source.describe(),
     );
     println!("{table}");
-    let out = checkpoint
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(format!("eval_{kind}.md"));
+    let out = beside(&checkpoint).join(format!("eval_{kind}.md"));
     std::fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
     println!("written to {}", out.display());
     Ok(())
@@ -375,18 +407,31 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(rho) = keep_ratio {
                 predict::set_keep_ratio(&mut loaded, rho)?;
             }
-            let out = out.unwrap_or_else(|| {
-                checkpoint
-                    .parent()
-                    .unwrap_or(Path::new("."))
-                    .join("predictions")
-            });
+            let out = out.unwrap_or_else(|| beside(&checkpoint).join("predictions"));
             let options = PredictOptions {
                 depth16,
                 attention: attention_layer.zip(token),
             };
             for path in predict::predict_files(&loaded, &images, &out, &options, device)? {
                 println!("{}", path.display());
+            }
+        }
+        Cmd::Export {
+            checkpoint,
+            format,
+            out,
+        } => {
+            let loaded = predict::load_checkpoint(&checkpoint, tch::Device::Cpu)?;
+            match format {
+                ExportFormat::Hf => {
+                    for path in weights::export_hf(&loaded.vs, &loaded.config, &out)? {
+                        println!("{}", path.display());
+                    }
+                }
+                ExportFormat::Safetensors => {
+                    weights::export_single(&loaded.vs, &loaded.config, &out)?;
+                    println!("{}", out.display());
+                }
             }
         }
         Cmd::Ablate {

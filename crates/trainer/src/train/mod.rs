@@ -51,6 +51,8 @@ pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error(transparent)]
+    Weights(Box<crate::weights::WeightsError>),
+    #[error(transparent)]
     Probe(#[from] crate::probe::ProbeError),
     #[error(transparent)]
     File(#[from] crate::fs::FileError),
@@ -196,5 +198,11 @@ pub fn physical_cores() -> usize {
         logical
     } else {
         cores.len().min(logical)
+    }
+}
+
+impl From<crate::weights::WeightsError> for TrainError {
+    fn from(e: crate::weights::WeightsError) -> Self {
+        Self::Weights(Box::new(e))
     }
 }

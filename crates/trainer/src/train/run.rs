@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use glassbox_metrics::{Crop, DepthEvalConfig};
+use glassbox_metrics::DepthEvalConfig;
 use glassbox_spectral::SpectralRecord;
 use serde_json::json;
 use tch::Device;
@@ -24,12 +24,12 @@ use crate::probe::{Probe, ProbeOptions};
 use crate::report;
 use crate::tensor::{TensorBatch, to_array2, to_array3, to_class_map};
 
-/// The validation protocol of a run: its depth range, no crop (training-size images).
+/// The validation protocol of a run: its depth range and crop, median alignment.
 pub fn validation_protocol(config: &TrainConfig) -> DepthEvalConfig {
     DepthEvalConfig {
         min_depth: config.schedule.min_depth,
         max_depth: config.schedule.max_depth,
-        crop: Crop::None,
+        crop: config.schedule.eval_crop,
         alignment: glassbox_metrics::Alignment::Median,
     }
 }
@@ -122,12 +122,22 @@ impl<'a> Run<'a> {
         let data = data::open(config)?;
         let mut trainer = Trainer::new(config, device)?;
         let logs = Logs::new(&dir);
+        let mut starts = Vec::new();
         if options.resume {
             let state = trainer.resume(&dir)?;
             for log in logs.all() {
                 truncate_log(log, state.step)?;
             }
+            for path in config.init.iter().chain(&config.backbone_weights) {
+                starts.push(format!(
+                    "resuming at step {}: {} is not loaded again (resume wins over --init and \
+                     --backbone-weights)",
+                    state.step,
+                    path.display()
+                ));
+            }
         } else {
+            starts = trainer.initialise()?;
             for log in logs.all() {
                 if log.is_file() {
                     std::fs::remove_file(log).map_err(file_error("remove", log))?;
@@ -150,6 +160,9 @@ impl<'a> Run<'a> {
             config.data.image_size[1],
             data.description,
         ));
+        for line in &starts {
+            progress.log(line);
+        }
         let probe = if config.schedule.spectral_every > 0 {
             let first = first_images(&data, 2, device)?;
             let options = ProbeOptions {

@@ -303,6 +303,39 @@ impl Trainer {
         Ok(())
     }
 
+    /// Loads the starting weights a fresh run asks for: `init` (every tensor of the model), then
+    /// `backbone_weights` (the encoder). Returns one line per file for the run's log.
+    pub fn initialise(&mut self) -> Result<Vec<String>, TrainError> {
+        let mut lines = Vec::new();
+        if let Some(path) = &self.config.init {
+            let file = crate::weights::ModelFile::open(path)?;
+            file.load(&mut self.vs)?;
+            lines.push(format!(
+                "initialised every weight from {} ({})",
+                path.display(),
+                file.kind()
+            ));
+        }
+        if let Some(path) = &self.config.backbone_weights {
+            let report = glassbox_dpt::import::load_timm_backbone(&mut self.vs, path)?;
+            lines.push(format!(
+                "loaded the encoder from {} ({} tensors; skipped {})",
+                path.display(),
+                report
+                    .loaded
+                    .iter()
+                    .filter(|n| n.starts_with("encoder."))
+                    .count(),
+                if report.skipped.is_empty() {
+                    "none".to_string()
+                } else {
+                    report.skipped.join(", ")
+                }
+            ));
+        }
+        Ok(lines)
+    }
+
     /// Restores weights, optimiser and step from `last` in `dir`; a corrupted or mismatched
     /// checkpoint is refused and left as it is.
     pub fn resume(&mut self, dir: &Path) -> Result<TrainState, TrainError> {
