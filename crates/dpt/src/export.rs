@@ -141,33 +141,6 @@ pub fn hf_config(config: &DptConfig, labels: &[String]) -> Result<Value, DptErro
     Ok(json)
 }
 
-/// HF's name of one of our encoder variables (without the `encoder.` prefix), or `None` for the
-/// fused qkv (split by [`hf_state_dict`]) and names HF has no place for.
-fn hf_encoder_name(ours: &str) -> Option<String> {
-    match ours {
-        "cls_token" => return Some("dpt.embeddings.cls_token".into()),
-        "pos_embed" => return Some("dpt.embeddings.position_embeddings".into()),
-        _ => {}
-    }
-    if let Some(p) = ours.strip_prefix("patch_embed.proj.") {
-        return Some(format!("dpt.embeddings.patch_embeddings.projection.{p}"));
-    }
-    let (i, field) = ours.strip_prefix("blocks.")?.split_once('.')?;
-    [
-        ("norm1.", "layernorm_before."),
-        ("norm2.", "layernorm_after."),
-        ("attn.proj.", "attention.output.dense."),
-        ("mlp.fc1.", "intermediate.dense."),
-        ("mlp.fc2.", "output.dense."),
-    ]
-    .iter()
-    .find_map(|(from, to)| {
-        field
-            .strip_prefix(from)
-            .map(|p| format!("dpt.encoder.layer.{i}.{to}{p}"))
-    })
-}
-
 /// The HF state dict of the model in `vs` (built from `config`), names sorted, every tensor a
 /// contiguous CPU copy: what HF's `from_pretrained` loads with no missing or unexpected key.
 pub fn hf_state_dict(
@@ -196,7 +169,7 @@ pub fn hf_state_dict(
             }
             continue;
         }
-        let hf = hf_encoder_name(ours).ok_or_else(|| {
+        let hf = glassbox_encoder::checkpoint::to_hf_dpt_name(ours, "dpt.").ok_or_else(|| {
             refuse(&format!(
                 "its encoder has the tensor {name}, which has no HF name"
             ))

@@ -56,7 +56,8 @@ pub fn load_timm_backbone(
             return Err(DptError::Read {
                 path: path.display().to_string(),
                 message: format!(
-                    "pos_embed {:?} holds {} patch positions, not a square grid; cannot resize it                      to the model's {wanted}",
+                    "pos_embed {:?} holds {} patch positions, not a square grid; cannot resize it \
+                     to the model's {wanted}",
                     stored.size(),
                     stored.size()[1] - 1
                 ),

@@ -74,15 +74,7 @@ pub fn from_hf_dpt(
             out.unknown.push(name.clone());
             continue;
         };
-        let renamed = [
-            ("layernorm_before.", "norm1."),
-            ("layernorm_after.", "norm2."),
-            ("attention.output.dense.", "attn.proj."),
-            ("intermediate.dense.", "mlp.fc1."),
-            ("output.dense.", "mlp.fc2."),
-        ]
-        .iter()
-        .find_map(|(from, to)| {
+        let renamed = HF_BLOCK_NAMES.iter().find_map(|(from, to)| {
             field
                 .strip_prefix(from)
                 .map(|p| format!("blocks.{i}.{to}{p}"))
@@ -118,6 +110,40 @@ pub fn from_hf_dpt(
         }
     }
     Ok(out)
+}
+
+/// HF's names of a ViT block's parts (after `encoder.layer.{i}.`) and ours (after `blocks.{i}.`),
+/// read one way by the import and the other by the export. Order matters on import:
+/// `attention.output.dense.` must be tried before `output.dense.`.
+pub const HF_BLOCK_NAMES: [(&str, &str); 5] = [
+    ("layernorm_before.", "norm1."),
+    ("layernorm_after.", "norm2."),
+    ("attention.output.dense.", "attn.proj."),
+    ("intermediate.dense.", "mlp.fc1."),
+    ("output.dense.", "mlp.fc2."),
+];
+
+/// HF's name (with `prefix`, e.g. `"dpt."`) of one of the encoder's plain-ViT tensors: the
+/// inverse of [`from_hf_dpt`]. `None` for the fused qkv (HF splits it into query, key and value)
+/// and for tensors HF's plain ViT has no place for.
+pub fn to_hf_dpt_name(ours: &str, prefix: &str) -> Option<String> {
+    let hf = match ours {
+        "cls_token" => "embeddings.cls_token".to_string(),
+        "pos_embed" => "embeddings.position_embeddings".to_string(),
+        _ => {
+            if let Some(p) = ours.strip_prefix("patch_embed.proj.") {
+                format!("embeddings.patch_embeddings.projection.{p}")
+            } else {
+                let (i, field) = ours.strip_prefix("blocks.")?.split_once('.')?;
+                HF_BLOCK_NAMES.iter().find_map(|(theirs, mine)| {
+                    field
+                        .strip_prefix(mine)
+                        .map(|p| format!("encoder.layer.{i}.{theirs}{p}"))
+                })?
+            }
+        }
+    };
+    Some(format!("{prefix}{hf}"))
 }
 
 /// Our name of an HF DPT-Hybrid embedding tensor (the BiT stem and its projection), if it is one.
@@ -171,6 +197,28 @@ mod tests {
         Tensor::from_slice(values)
             .to_kind(Kind::Float)
             .to_device(Device::Cpu)
+    }
+
+    #[test]
+    fn to_hf_dpt_name_inverts_the_import_for_every_plain_vit_name() {
+        for ours in [
+            "cls_token",
+            "pos_embed",
+            "patch_embed.proj.weight",
+            "blocks.3.norm1.bias",
+            "blocks.3.norm2.weight",
+            "blocks.0.attn.proj.weight",
+            "blocks.11.mlp.fc1.bias",
+            "blocks.11.mlp.fc2.weight",
+        ] {
+            let hf = to_hf_dpt_name(ours, "dpt.").unwrap();
+            let mut m = BTreeMap::new();
+            m.insert(hf.clone(), t(&[1.0]));
+            let back = from_hf_dpt(&m, "dpt.").unwrap();
+            assert_eq!(back.tensors.keys().collect::<Vec<_>>(), vec![ours], "{hf}");
+        }
+        assert_eq!(to_hf_dpt_name("blocks.0.attn.qkv.weight", "dpt."), None);
+        assert_eq!(to_hf_dpt_name("scorer.mlp.0.weight", "dpt."), None);
     }
 
     #[test]

@@ -232,15 +232,25 @@ pub fn load(
         Some(sum) => Some(read_checked(&paths.optimizer, sum)?),
         None => None,
     };
-    // The strict loader shared with checkpoint imports: nothing is copied unless every variable
-    // is present with its shape, and the error lists every problem at once.
+    load_weights(vs, tensors, &paths.weights)?;
+    Ok((state, optimizer))
+}
+
+/// Loads tensors with our names into `vs` through the strict loader shared with checkpoint
+/// imports: nothing is copied unless every variable is present with its shape, and the error
+/// lists every problem at once, naming `path`.
+pub fn load_weights(
+    vs: &mut nn::VarStore,
+    tensors: NamedTensors,
+    path: &Path,
+) -> Result<(), CheckpointError> {
     glassbox_decoder::checkpoint::load_named_tensors(
         vs,
         tensors,
-        &paths.weights.display().to_string(),
+        &path.display().to_string(),
         |name| Some(name.to_string()),
     )?;
-    Ok((state, optimizer))
+    Ok(())
 }
 
 #[cfg(test)]

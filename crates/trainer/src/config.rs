@@ -6,7 +6,7 @@
 //! Presets:
 //! - `default`: dpt-tiny on synthetic indoor scenes at 64 x 64, 600 steps, sized to finish on a
 //!   2-core CPU in about four minutes;
-//! - `pretrain-synthetic`: dpt-tiny on 8192 rendered rooms and streets at 128 x 128, the
+//! - `pretrain-synthetic`: dpt-tiny on 4096 rendered rooms and streets at 128 x 128, the
 //!   checkpoint the real-data presets start from with `--init`;
 //! - `sevenscenes`: dpt-tiny on 7-Scenes redkitchen (frames 0-499 train, 500-599 validation);
 //! - `nyu`, `kitti`: the same model on NYU-v2 (sync layout) and KITTI (annotated depth), each
@@ -446,19 +446,23 @@ impl TrainConfig {
     /// Parses a run config written by [`Self::to_toml`] (as a single-file export embeds it),
     /// and validates it.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Read {
+        let config = Self::parse(text, true).map_err(|message| ConfigError::Read {
             path: PathBuf::from("<embedded config>"),
-            message: e.to_string(),
+            message,
         })?;
-        migrate_first_svda(&mut value);
-        let config: Self = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Read {
-                path: PathBuf::from("<embedded config>"),
-                message: e.to_string(),
-            })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// A configuration from TOML text; `run_folder` text is what a run wrote, so older runs'
+    /// SVDA tables are migrated first.
+    fn parse(text: &str, run_folder: bool) -> Result<Self, String> {
+        if !run_folder {
+            return toml::from_str(text).map_err(|e| e.to_string());
+        }
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        migrate_first_svda(&mut value);
+        value.try_into().map_err(|e: toml::de::Error| e.to_string())
     }
 
     fn read(path: &Path, run_folder: bool) -> Result<Self, ConfigError> {
@@ -467,15 +471,7 @@ impl TrainConfig {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-        let config: Self = if run_folder {
-            let mut value: toml::Table = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
-            migrate_first_svda(&mut value);
-            value
-                .try_into()
-                .map_err(|e: toml::de::Error| error(e.to_string()))?
-        } else {
-            toml::from_str(&text).map_err(|e| error(e.to_string()))?
-        };
+        let config = Self::parse(&text, run_folder).map_err(error)?;
         config.validate().map_err(|source| ConfigError::InFile {
             path: path.into(),
             source: Box::new(source),

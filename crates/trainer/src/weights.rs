@@ -176,13 +176,7 @@ impl ModelFile {
                     path: path.clone(),
                     message: e.to_string(),
                 })?;
-                glassbox_decoder::checkpoint::load_named_tensors(
-                    vs,
-                    tensors,
-                    &path.display().to_string(),
-                    |name| Some(name.to_string()),
-                )
-                .map_err(CheckpointError::from)?;
+                checkpoint::load_weights(vs, tensors, path)?;
             }
             Self::Hf { dir, .. } => {
                 glassbox_dpt::import::load_hf_dpt(vs, dir.join("model.safetensors"))?;
