@@ -69,10 +69,41 @@ pub struct BenchArgs {
     /// (docs/performance.md, "DPT-Hybrid").
     #[arg(long, conflicts_with = "sparse")]
     hybrid: bool,
+    /// Instead: data-parallel training through `glassbox train --nproc N` against one process
+    /// at the same --threads each (time per update, all-reduce share, same-arithmetic check),
+    /// writing `target/bench/distributed[-DEVICE].{md,json}` (docs/distributed.md, "Scaling").
+    #[arg(long, conflicts_with_all = ["sparse", "hybrid"])]
+    distributed: bool,
+    /// With --distributed: processes of the data-parallel runs.
+    #[arg(long, default_value_t = 2, requires = "distributed")]
+    nproc: usize,
+    /// With --distributed: cpu (Gloo) or cuda (NCCL, one GPU per process).
+    #[arg(long, default_value = "cpu", requires = "distributed")]
+    device: String,
+    /// With --distributed: updates per run (the first 10 are not timed).
+    #[arg(long, default_value_t = 40, requires = "distributed")]
+    steps: usize,
+    /// With --distributed: images per update of the one-process run and of each process in
+    /// the weak-scaling run (the strong-scaling run splits it among the processes).
+    #[arg(long, default_value_t = 8, requires = "distributed")]
+    batch: usize,
 }
 
 /// Runs both sides, prints the table and writes `target/bench/dpt.{md,json}`.
 pub fn bench(env: &BuildEnv, root: &Path, args: &BenchArgs) -> Result<()> {
+    if args.distributed {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let options = crate::scaling::Options {
+            nproc: args.nproc,
+            threads: args.threads,
+            device: args.device.clone(),
+            steps: args.steps,
+            batch: args.batch,
+        };
+        return crate::scaling::bench(env, root, &target, &options);
+    }
     let python = env.torch.python.clone().context(
         "no Python with torch and transformers: `cargo xtask setup` makes one, or set GLASSBOX_PYTHON",
     )?;

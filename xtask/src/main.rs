@@ -5,6 +5,7 @@
 mod bench;
 mod libtorch;
 mod recipe;
+mod scaling;
 mod screenshot;
 mod system;
 
@@ -178,6 +179,16 @@ fn run_cli(cli: Cli) -> Result<()> {
 /// Runs `glassbox <subcommand> ARGS` (glassbox-trainer's binary) in release mode. Ctrl-C reaches
 /// the binary too (same process group); xtask ignores it and waits, so the binary can finish its
 /// checkpoint and print where to resume.
+/// Cargo's arguments that select the `glassbox` binary, built optimised.
+const GLASSBOX_RELEASE: [&str; 6] = [
+    "--release",
+    "--quiet",
+    "-p",
+    "glassbox-trainer",
+    "--bin",
+    "glassbox",
+];
+
 fn run_glassbox(env: &BuildEnv, subcommand: &str, args: Vec<OsString>) -> Result<()> {
     // The recipe runs several binaries in turn: the handler is installed once.
     match ctrlc::set_handler(|| {}) {
@@ -185,16 +196,7 @@ fn run_glassbox(env: &BuildEnv, subcommand: &str, args: Vec<OsString>) -> Result
         Err(e) => return Err(e).context("installing the Ctrl-C handler"),
     }
     let mut cmd = env.cargo("run");
-    cmd.args([
-        "--release",
-        "--quiet",
-        "-p",
-        "glassbox-trainer",
-        "--bin",
-        "glassbox",
-        "--",
-        subcommand,
-    ]);
+    cmd.args(GLASSBOX_RELEASE).args(["--", subcommand]);
     cmd.args(args);
     let status = cmd.status().context("cannot start cargo")?;
     match status.code() {

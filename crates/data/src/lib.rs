@@ -26,7 +26,7 @@ pub mod source;
 pub use augment::{Augment, AugmentConfig, ColorJitter, fit_size, resize_sample};
 pub use error::{DataError, Result};
 pub use layout::Layout;
-pub use loader::{Batch, EvalStream, Loader, LoaderConfig, Position, TrainStream};
+pub use loader::{Batch, EvalStream, Loader, LoaderConfig, Position, Shard, TrainStream};
 pub use readers::{FileDataset, ReaderOptions};
 pub use render::{SceneKind, SyntheticConfig, SyntheticDataset, classes};
 pub use sample::{

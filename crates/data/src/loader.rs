@@ -62,6 +62,31 @@ pub struct LoaderConfig {
     pub skip_bad: bool,
     /// Byte budget of the decoded-sample cache; 0 = no cache.
     pub cache_bytes: usize,
+    /// This process's share of each training batch in data-parallel training.
+    pub shard: Shard,
+}
+
+/// One rank's share of the global batch (docs/distributed.md, "Sharding").
+///
+/// The global batch of step `k` is positions `k*B*W .. (k+1)*B*W` of the endless sequence of
+/// epoch permutations (`B` the per-rank batch, `W` the world size); rank `r` reads the `r`-th
+/// block of `B` of it. The ranks' batches of a step therefore concatenate, in rank order, to the
+/// batch that one process would read with batch `B*W`, every sample is read exactly once per
+/// epoch over all ranks, and the augmentation, seeded by the global position, is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world_size: usize,
+}
+
+impl Default for Shard {
+    /// The whole batch: rank 0 of 1.
+    fn default() -> Self {
+        Shard {
+            rank: 0,
+            world_size: 1,
+        }
+    }
 }
 
 impl LoaderConfig {
@@ -77,6 +102,7 @@ impl LoaderConfig {
             workers: 1,
             skip_bad: false,
             cache_bytes: 0,
+            shard: Shard::default(),
         }
     }
 }
@@ -203,6 +229,13 @@ impl Loader {
         if dataset.is_empty() {
             return Err(DataError::Config("the loader's dataset is empty".into()));
         }
+        let Shard { rank, world_size } = config.shard;
+        if world_size == 0 || rank >= world_size {
+            return Err(DataError::Config(format!(
+                "shard rank {rank} of world size {world_size}: the rank must be below the world \
+                 size, which must be at least 1"
+            )));
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.workers.max(1))
             .thread_name(|i| format!("glassbox-data-{i}"))
@@ -221,19 +254,21 @@ impl Loader {
     }
 
     /// The positions of training step `step`: `step*B .. (step+1)*B` of the endless sequence of
-    /// per-epoch permutations `perm(seed, epoch)` of `0..len`; a pure function of (seed, step).
+    /// per-epoch permutations `perm(seed, epoch)` of `0..len` (this rank's block of them when
+    /// sharded, see [`Shard`]); a pure function of (seed, step, shard).
     pub fn plan(&self, step: u64) -> Vec<Position> {
-        Order::new(self.len(), self.shared.config.seed).step(step, self.shared.config.batch_size)
+        let config = &self.shared.config;
+        Order::new(self.len(), config.seed).step(step, config.batch_size, config.shard)
     }
 
     /// Training batches for steps `start_step`, `start_step + 1`, ... forever, prepared by a
     /// background thread `prefetch` batches ahead.
     pub fn train_batches(&self, start_step: u64) -> TrainStream {
         let mut order = Order::new(self.len(), self.shared.config.seed);
-        let batch_size = self.shared.config.batch_size;
+        let (batch_size, shard) = (self.shared.config.batch_size, self.shared.config.shard);
         let plans = (start_step..).map(move |step| {
             order
-                .step(step, batch_size)
+                .step(step, batch_size, shard)
                 .into_iter()
                 .map(|p| Job {
                     index: p.index,
@@ -309,8 +344,9 @@ impl Order {
         }
     }
 
-    fn step(&mut self, step: u64, batch_size: usize) -> Vec<Position> {
-        let start = step * batch_size as u64;
+    fn step(&mut self, step: u64, batch_size: usize, shard: Shard) -> Vec<Position> {
+        let b = batch_size as u64;
+        let start = step * b * shard.world_size as u64 + shard.rank as u64 * b;
         (start..start + batch_size as u64)
             .map(|p| self.at(p))
             .collect()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use glassbox_data::augment::{Augment, AugmentConfig};
 use glassbox_data::io::{write_depth_png, write_rgb};
-use glassbox_data::loader::{Batch, Loader, LoaderConfig};
+use glassbox_data::loader::{Batch, Loader, LoaderConfig, Shard};
 use glassbox_data::readers::ReaderOptions;
 use glassbox_data::{DataError, Dataset, Sample, SourceConfig, SyntheticConfig, SyntheticDataset};
 use ndarray::{Array2, Array3};
@@ -95,6 +95,69 @@ proptest! {
         let streamed: Vec<usize> = loader.train_batches(0).take(3).flat_map(|b| b.unwrap().indices).collect();
         let planned: Vec<usize> = (0..3).flat_map(|k| loader.plan(k)).map(|p| p.index).collect();
         prop_assert_eq!(streamed, planned);
+    }
+}
+
+fn sharded(batch_size: usize, seed: u64, rank: usize, world_size: usize) -> LoaderConfig {
+    LoaderConfig {
+        shard: Shard { rank, world_size },
+        ..config(batch_size, seed)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Data-parallel equivalence rests on this: at every step the ranks' batches, in rank order,
+    /// are exactly the batch one process reads with the whole global batch.
+    #[test]
+    fn the_ranks_batches_concatenate_to_the_single_process_global_batch(
+        len in 1usize..40, batch in 1usize..5, world in 1usize..5, seed in any::<u64>(),
+        step in 0u64..30
+    ) {
+        let data = numbered(len, vec![]);
+        let whole = Loader::new(data.clone(), config(batch * world, seed)).unwrap();
+        let mut joined = Vec::new();
+        for rank in 0..world {
+            let loader = Loader::new(data.clone(), sharded(batch, seed, rank, world)).unwrap();
+            joined.extend(loader.plan(step));
+        }
+        prop_assert_eq!(joined, whole.plan(step));
+    }
+
+    #[test]
+    fn over_one_epoch_the_ranks_read_every_sample_exactly_once(
+        batches in 1usize..6, batch in 1usize..5, world in 1usize..5, seed in any::<u64>(),
+        epoch in 0u64..4
+    ) {
+        let len = batches * batch * world;
+        let data = numbered(len, vec![]);
+        let mut seen = vec![0usize; len];
+        for rank in 0..world {
+            let loader = Loader::new(data.clone(), sharded(batch, seed, rank, world)).unwrap();
+            for step in 0..batches as u64 {
+                for p in loader.plan(epoch * batches as u64 + step) {
+                    prop_assert_eq!(p.epoch, epoch);
+                    seen[p.index] += 1;
+                }
+            }
+        }
+        prop_assert!(seen.iter().all(|&n| n == 1), "{:?}", seen);
+    }
+}
+
+#[test]
+fn a_shard_outside_the_world_is_refused_in_one_sentence() {
+    for (rank, world) in [(2, 2), (0, 0)] {
+        let Err(err) = Loader::new(numbered(4, vec![]), sharded(2, 0, rank, world)) else {
+            panic!("shard rank {rank} of world size {world} was accepted");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("shard rank {rank} of world size {world}")),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text}");
     }
 }
 

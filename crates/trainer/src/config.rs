@@ -245,6 +245,52 @@ pub struct TrainConfig {
     /// (`--backbone-weights`), its position embeddings resized to the model's grid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone_weights: Option<PathBuf>,
+    /// Data-parallel settings (`docs/distributed.md`); `optim.batch_size` is per process.
+    #[serde(default)]
+    pub distributed: DistributedConfig,
+}
+
+/// How a data-parallel run (`glassbox train --nproc N`, or N processes started with torchrun's
+/// variables) communicates. `optim.batch_size` is each process's batch, so the effective batch
+/// of an update is `batch_size x accumulate x world_size`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// Processes that trained the run; set from the launch (`WORLD_SIZE`) and recorded in the
+    /// run's config.toml, so that the folder says how its batch was formed.
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Seconds any collective (and the rendezvous) may wait before the run stops with an error
+    /// naming the operation; rank 0's validation, probes and checkpoints happen while the
+    /// others wait, so it must exceed them.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+    /// Cap of one gradient bucket in MiB (DDP's default 25): gradients travel as a few flat
+    /// all-reduces of at most this size.
+    #[serde(default = "default_bucket_mb")]
+    pub bucket_mb: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_timeout_s() -> f64 {
+    600.0
+}
+
+fn default_bucket_mb() -> usize {
+    25
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        Self {
+            world_size: 1,
+            timeout_s: default_timeout_s(),
+            bucket_mb: default_bucket_mb(),
+        }
+    }
 }
 
 impl TrainConfig {
@@ -315,6 +361,7 @@ impl TrainConfig {
             model: DptConfig::dpt_tiny(),
             init: None,
             backbone_weights: None,
+            distributed: DistributedConfig::default(),
         }
     }
 
@@ -495,11 +542,25 @@ impl TrainConfig {
     /// Writes `config.toml` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), ConfigError> {
         let path = dir.join("config.toml");
-        let text = self.to_toml()?;
+        let o = &self.optim;
+        let text = format!(
+            "# Effective batch per update: {} = batch_size {} x accumulate {} x world_size {} \
+             (docs/distributed.md).\n{}",
+            self.effective_batch(),
+            o.batch_size,
+            o.accumulate,
+            self.distributed.world_size,
+            self.to_toml()?
+        );
         std::fs::write(&path, text).map_err(|e| ConfigError::Write {
             path,
             message: e.to_string(),
         })
+    }
+
+    /// Images per optimiser update over all processes: `batch_size x accumulate x world_size`.
+    pub fn effective_batch(&self) -> usize {
+        self.optim.batch_size * self.optim.accumulate * self.distributed.world_size
     }
 
     /// The map from the model's raw output to the disparity whose inverse is the predicted depth:
@@ -723,6 +784,28 @@ impl TrainConfig {
                     ));
                 }
             }
+        }
+        let d = &self.distributed;
+        if d.world_size == 0 {
+            return Err(invalid(
+                "distributed.world_size",
+                "0".into(),
+                "at least 1 (it is set from the launch)",
+            ));
+        }
+        if !(d.timeout_s.is_finite() && d.timeout_s > 0.0) {
+            return Err(invalid(
+                "distributed.timeout_s",
+                d.timeout_s.to_string(),
+                "a positive number of seconds",
+            ));
+        }
+        if d.bucket_mb == 0 {
+            return Err(invalid(
+                "distributed.bucket_mb",
+                "0".into(),
+                "at least 1 MiB",
+            ));
         }
         Ok(())
     }

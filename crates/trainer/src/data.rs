@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use glassbox_data::{
-    Augment, Dataset, Loader, LoaderConfig, ReaderOptions, SourceConfig, Subset, split_last,
+    Augment, Dataset, Loader, LoaderConfig, ReaderOptions, Shard, SourceConfig, Subset, split_last,
 };
 
 use crate::config::TrainConfig;
@@ -87,6 +87,12 @@ fn data_error(
 
 /// Opens the training and validation data of `config`.
 pub fn open(config: &TrainConfig) -> Result<RunData, DataLoadError> {
+    open_sharded(config, Shard::default())
+}
+
+/// [`open`] for one rank of a data-parallel run: its training loader reads `shard`'s block of
+/// each global batch (`glassbox_data::Shard`); validation reads everything.
+pub fn open_sharded(config: &TrainConfig, shard: Shard) -> Result<RunData, DataLoadError> {
     let d = &config.data;
     let [h, w] = d.image_size;
     let train_source = open_source(&d.train, config, "training")?;
@@ -137,9 +143,13 @@ pub fn open(config: &TrainConfig) -> Result<RunData, DataLoadError> {
         workers: d.workers,
         skip_bad: d.skip_bad,
         cache_bytes: d.cache_mb << 20,
+        shard: Shard::default(),
     };
-    let train = Loader::new(train, loader(Some(augment), config.optim.batch_size))
-        .map_err(data_error("training", &d.train))?;
+    let train_config = LoaderConfig {
+        shard,
+        ..loader(Some(augment), config.optim.batch_size)
+    };
+    let train = Loader::new(train, train_config).map_err(data_error("training", &d.train))?;
     let val_source = d.val.as_ref().unwrap_or(&d.train);
     let val = Loader::new(val, loader(None, config.optim.batch_size))
         .map_err(data_error("validation", val_source))?;

@@ -31,6 +31,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod fs;
+pub mod launcher;
 pub mod optim;
 pub mod overrides;
 pub mod page;

@@ -157,9 +157,14 @@ pub struct Overrides {
     /// auto, cpu, cuda or cuda:N.
     #[cfg_attr(feature = "cli", arg(long))]
     pub device: Option<String>,
-    /// Intra-op threads of the model (0 = physical cores).
+    /// Intra-op threads of the model (0 = physical cores, shared out among this machine's
+    /// data-parallel ranks).
     #[cfg_attr(feature = "cli", arg(long))]
     pub threads: Option<usize>,
+    /// Seconds a data-parallel collective may wait for the other ranks
+    /// (`distributed.timeout_s`).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SECONDS"))]
+    pub dist_timeout: Option<f64>,
 }
 
 impl Overrides {
@@ -257,6 +262,9 @@ impl Overrides {
             config.device = device.clone();
         }
         config.threads = self.threads.unwrap_or(config.threads);
+        if let Some(seconds) = self.dist_timeout {
+            config.distributed.timeout_s = seconds;
+        }
         config.validate()
     }
 

@@ -215,6 +215,7 @@ fn training_probes_at_start_every_n_steps_and_at_the_end_and_resume_adds_no_dupl
         stop_after,
         report: false,
         interrupt: None,
+        launch: None,
     };
     glassbox_trainer::train(&config, &options(false, Some(3))).unwrap();
     glassbox_trainer::train(&config, &options(true, None)).unwrap();

@@ -122,6 +122,7 @@ pub fn run_grid(grid: &Grid, options: &AblateOptions) -> Result<AblationSummary,
                 stop_after: None,
                 report: true,
                 interrupt: options.interrupt.clone(),
+                launch: None,
             },
         )
         .map_err(|source| AblateError::Train {

@@ -14,14 +14,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use glassbox_data::{ReaderOptions, SourceConfig};
+use glassbox_distributed::Launch;
 use glassbox_metrics::{Crop, DepthEvalConfig};
 use glassbox_trainer::ablate::{self, AblateOptions, Grid};
 use glassbox_trainer::config::{Task, TrainConfig};
 use glassbox_trainer::eval;
+use glassbox_trainer::launcher::{LaunchOutcome, LocalLaunch, launch_local};
 use glassbox_trainer::overrides::{DatasetKind, Overrides};
 use glassbox_trainer::predict::{self, PredictOptions};
 use glassbox_trainer::train::{TrainOptions, resolve_device};
@@ -40,27 +43,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Train a model; the run folder gets config.toml, logs, checkpoints and a report.
-    Train {
-        /// Named preset: default (dpt-tiny depth, synthetic indoor), sevenscenes, segmentation
-        /// (dpt-tiny classes of synthetic indoor scenes) or test.
-        #[arg(long, default_value = "default")]
-        preset: String,
-        /// A TOML file with a whole configuration (replaces the preset).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        // Boxed: the flags are most of the parsed command line.
-        #[command(flatten)]
-        overrides: Box<Overrides>,
-        /// Folder holding run folders.
-        #[arg(long, default_value = "runs")]
-        run_dir: PathBuf,
-        /// No progress bar or log lines; only the final table.
-        #[arg(long)]
-        quiet: bool,
-        /// Continue the run from RUN_DIR/NAME/last.safetensors with its saved config.
-        #[arg(long)]
-        resume: bool,
-    },
+    Train(TrainArgs),
     /// Evaluate a checkpoint on a benchmark folder (every frame present, or a split or frame
     /// range) and write the metric table beside it.
     Eval(EvalArgs),
@@ -149,6 +132,39 @@ enum ExportFormat {
     Safetensors,
 }
 
+/// The flags of `glassbox train`.
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Named preset: default (dpt-tiny depth, synthetic indoor), sevenscenes, segmentation
+    /// (dpt-tiny classes of synthetic indoor scenes) or test.
+    #[arg(long, default_value = "default")]
+    preset: String,
+    /// A TOML file with a whole configuration (replaces the preset).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    // Boxed: the flags are most of the parsed command line.
+    #[command(flatten)]
+    overrides: Box<Overrides>,
+    /// Folder holding run folders.
+    #[arg(long, default_value = "runs")]
+    run_dir: PathBuf,
+    /// No progress bar or log lines; only the final table.
+    #[arg(long)]
+    quiet: bool,
+    /// Continue the run from RUN_DIR/NAME/last.safetensors with its saved config.
+    #[arg(long)]
+    resume: bool,
+    /// Data-parallel processes to start on this machine (torchrun-style; each gets the
+    /// preset's batch, so the effective batch is N times larger). Ranks started by another
+    /// launcher read RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT instead.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    nproc: u16,
+    /// Port of the rendezvous on 127.0.0.1 for --nproc (default: MASTER_PORT, else a free
+    /// port).
+    #[arg(long, requires = "nproc")]
+    master_port: Option<u16>,
+}
+
 /// Where outputs about a model file go by default: beside a checkpoint, inside an HF folder.
 fn beside(checkpoint: &Path) -> PathBuf {
     if checkpoint.is_dir() {
@@ -210,14 +226,45 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn train(
-    preset: String,
-    config: Option<PathBuf>,
-    overrides: Box<Overrides>,
-    run_dir: PathBuf,
-    quiet: bool,
-    resume: bool,
-) -> Result<()> {
+/// `glassbox train --nproc N` without a launch in the environment: start the N ranks (this same
+/// command line) and wait for them.
+fn launch_ranks(nproc: usize, master_port: Option<u16>) -> Result<()> {
+    let program = std::env::current_exe().context("finding the glassbox executable")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let options = LocalLaunch {
+        nproc,
+        master_port,
+        grace: Duration::from_secs(60),
+        interrupt: Some(interrupt_flag()?),
+    };
+    match launch_local(&program, &args, &options)? {
+        LaunchOutcome::Finished => Ok(()),
+        LaunchOutcome::Interrupted => std::process::exit(130),
+    }
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let TrainArgs {
+        preset,
+        config,
+        overrides,
+        run_dir,
+        quiet,
+        resume,
+        nproc,
+        master_port,
+    } = args;
+    let nproc = usize::from(nproc);
+    let launch = Launch::from_env()?;
+    match &launch {
+        None if nproc > 1 => return launch_ranks(nproc, master_port),
+        Some(l) if nproc > 1 && l.world_size != nproc => bail!(
+            "--nproc {nproc} disagrees with WORLD_SIZE={}; a launcher already started this rank",
+            l.world_size
+        ),
+        _ => {}
+    }
+    let world = launch.as_ref().map_or(1, |l| l.world_size);
     let mut cfg = match &config {
         Some(path) => TrainConfig::from_file(path)?,
         None => TrainConfig::preset(&preset)?,
@@ -228,14 +275,33 @@ fn train(
         cfg = TrainConfig::from_run_file(&dir.join("config.toml"))
             .with_context(|| format!("--resume needs the run folder {}", dir.display()))?;
     }
+    if resume && cfg.distributed.world_size != world {
+        bail!(
+            "run {} was trained by {} process(es) and this launch has {world}; resume it with \
+             --nproc {} (each rank's share of the data depends on the world size)",
+            dir.display(),
+            cfg.distributed.world_size,
+            cfg.distributed.world_size
+        );
+    }
+    cfg.distributed.world_size = world;
     overrides.apply(&mut cfg)?;
     let options = TrainOptions {
         resume,
         quiet,
         interrupt: Some(interrupt_flag()?),
+        launch,
         ..TrainOptions::new(dir)
     };
     let summary = glassbox_trainer::train(&cfg, &options)?;
+    // Rank 0 speaks for a data-parallel run.
+    let speaks = options.launch.as_ref().is_none_or(Launch::is_writer);
+    if summary.interrupted && !speaks {
+        std::process::exit(130);
+    }
+    if !speaks {
+        return Ok(());
+    }
     if summary.interrupted {
         println!(
             "interrupted at step {} of {}; continue with `glassbox train --name {} --resume`",
@@ -383,14 +449,7 @@ fn run(cli: Cli) -> Result<()> {
     // libtorch owns the cores; OpenBLAS (the indicators' LAPACK) must not start a second pool.
     glassbox_spectral::single_threaded_blas();
     match cli.command {
-        Cmd::Train {
-            preset,
-            config,
-            overrides,
-            run_dir,
-            quiet,
-            resume,
-        } => train(preset, config, overrides, run_dir, quiet, resume)?,
+        Cmd::Train(args) => train(args)?,
         Cmd::Eval(args) => evaluate(args)?,
         Cmd::Predict {
             checkpoint,

@@ -5,12 +5,14 @@
 //!
 //! - [`step`]: one update ([`Trainer`]) and the loss;
 //! - [`run`]: the loop over updates with its schedule ([`train`]);
-//! - [`logs`]: the JSONL logs and the progress display.
+//! - [`logs`]: the JSONL logs and the progress display;
+//! - [`parallel`]: data-parallel updates over torch.distributed process groups.
 //!
 //! A NaN or infinite loss (or gradient) stops the run with [`TrainError::NonFinite`] naming the
 //! step; nothing is written after it, so `last.safetensors` stays the last good checkpoint.
 
 pub mod logs;
+pub mod parallel;
 pub mod run;
 pub mod step;
 
@@ -20,6 +22,7 @@ use std::sync::atomic::AtomicBool;
 
 use tch::Device;
 
+pub use parallel::DataParallel;
 pub use run::train;
 pub use step::{SaliencyLog, StepOutcome, Trainer, depth_loss, segmentation_loss, task_loss};
 
@@ -76,6 +79,13 @@ pub enum TrainError {
     NothingToResume { path: PathBuf },
     #[error("cannot resume: {message}")]
     Resume { message: String },
+    #[error(transparent)]
+    Distributed(#[from] glassbox_distributed::DistError),
+    #[error(
+        "distributed.world_size is {config} but {launch} process(es) were launched; leave it to \
+         the launch (`glassbox train --nproc N` or WORLD_SIZE)"
+    )]
+    WorldSize { config: usize, launch: usize },
     #[error("unknown device {0:?}; expected auto, cpu, cuda or cuda:N")]
     Device(String),
     #[error(
@@ -107,6 +117,9 @@ pub struct TrainOptions {
     /// Set (e.g. by a Ctrl-C handler) to stop after the current update with a checkpoint, so an
     /// interruption loses no finished step.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// This process's rank in a data-parallel run (`docs/distributed.md`); `None` (or a world of
+    /// one) trains alone. Only rank 0 writes to the run folder.
+    pub launch: Option<glassbox_distributed::Launch>,
 }
 
 impl TrainOptions {
@@ -119,6 +132,7 @@ impl TrainOptions {
             stop_after: None,
             report: true,
             interrupt: None,
+            launch: None,
         }
     }
 }

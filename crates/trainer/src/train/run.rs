@@ -13,7 +13,7 @@ use tch::Device;
 
 use super::logs::{Progress, append, read_losses, read_series, truncate_log};
 use super::step::{StepOutcome, Trainer};
-use super::{TrainError, TrainOptions, TrainSummary, physical_cores, resolve_device};
+use super::{DataParallel, TrainError, TrainOptions, TrainSummary, physical_cores, resolve_device};
 use crate::checkpoint::CheckpointPaths;
 use crate::config::TrainConfig;
 use crate::data::{self, RunData};
@@ -101,6 +101,10 @@ pub struct Run<'a> {
     update_time: Duration,
     window: RateWindow,
     parameters: i64,
+    /// Rank 0 of a data-parallel run, or a run alone: the one process that writes files.
+    writer: bool,
+    /// A data-parallel run agreed to stop (some rank was interrupted).
+    stopped: bool,
 }
 
 impl<'a> Run<'a> {
@@ -110,20 +114,44 @@ impl<'a> Run<'a> {
         config.validate()?;
         let started = Instant::now();
         let dir = options.run_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(file_error("create", &dir))?;
-        let device = resolve_device(&config.device)?;
+        let launch = options.launch.as_ref().filter(|l| l.world_size > 1);
+        let world = launch.map_or(1, |l| l.world_size);
+        if config.distributed.world_size != world {
+            return Err(TrainError::WorldSize {
+                config: config.distributed.world_size,
+                launch: world,
+            });
+        }
+        let writer = launch.is_none_or(|l| l.is_writer());
+        if writer {
+            std::fs::create_dir_all(&dir).map_err(file_error("create", &dir))?;
+        }
+        let device = match (resolve_device(&config.device)?, launch) {
+            // One GPU per local rank, as torchrun's LOCAL_RANK means.
+            (Device::Cuda(_), Some(l)) => {
+                Device::Cuda(l.local_rank % tch::Cuda::device_count().max(1) as usize)
+            }
+            (device, _) => device,
+        };
         let threads = if config.threads == 0 {
-            physical_cores()
+            // The ranks of one machine share its cores.
+            (physical_cores() / launch.map_or(1, |l| l.local_world_size)).max(1)
         } else {
             config.threads
         };
         tch::set_num_threads(threads as i32);
         glassbox_spectral::single_threaded_blas();
-        let data = data::open(config)?;
+        let shard = glassbox_data::Shard {
+            rank: launch.map_or(0, |l| l.rank),
+            world_size: world,
+        };
+        let data = data::open_sharded(config, shard)?;
         let mut trainer = Trainer::new(config, device)?;
         let logs = Logs::new(&dir);
         let mut starts = Vec::new();
-        if options.resume {
+        if !writer {
+            // Everything comes from rank 0 by broadcast below.
+        } else if options.resume {
             let state = trainer.resume(&dir)?;
             for log in logs.all() {
                 truncate_log(log, state.step)?;
@@ -149,8 +177,30 @@ impl<'a> Run<'a> {
                 std::fs::remove_dir_all(&pictures).map_err(file_error("remove", &pictures))?;
             }
         }
-        config.save(&dir)?;
-        let progress = Progress::new(options.quiet, trainer.step, config.optim.steps);
+        if let Some(launch) = launch {
+            let dp = DataParallel::join(
+                launch,
+                device,
+                &trainer.vs,
+                &config.distributed,
+                options.interrupt.clone(),
+            )?;
+            dp.synchronise(&mut trainer)?;
+            starts.push(format!(
+                "data-parallel: rank {} of {} ({:?}), {} gradient bucket(s) per update, effective \
+                 batch {}",
+                dp.rank(),
+                dp.world_size(),
+                glassbox_distributed::Backend::for_device(device),
+                dp.buckets(),
+                config.effective_batch()
+            ));
+            trainer.data_parallel = Some(dp);
+        }
+        if writer {
+            config.save(&dir)?;
+        }
+        let progress = Progress::new(options.quiet || !writer, trainer.step, config.optim.steps);
         let parameters = glassbox_dpt::parameter_count(&trainer.vs);
         progress.log(&format!(
             "training {} on {} ({}x{}), {threads} threads, {parameters} parameters\n  {}",
@@ -163,7 +213,7 @@ impl<'a> Run<'a> {
         for line in &starts {
             progress.log(line);
         }
-        let probe = if config.schedule.spectral_every > 0 {
+        let probe = if writer && config.schedule.spectral_every > 0 {
             let first = first_images(&data, 2, device)?;
             let options = ProbeOptions {
                 seed: config.seed,
@@ -201,15 +251,22 @@ impl<'a> Run<'a> {
                 steps: 0,
             },
             parameters,
+            writer,
+            stopped: false,
         };
-        if run.trainer.step == 0 && !options.resume {
+        if writer && run.trainer.step == 0 && !options.resume {
             run.run_probe(0)?;
             run.log_depict(0)?;
         }
         Ok(run)
     }
 
+    /// Whether the run should stop early: this process's interrupt flag, or in a data-parallel
+    /// run the ranks' joint decision (taken with the gradients, so all stop after one update).
     fn interrupted(&self) -> bool {
+        if self.trainer.data_parallel.is_some() {
+            return self.stopped;
+        }
         self.options
             .interrupt
             .as_ref()
@@ -236,6 +293,7 @@ impl<'a> Run<'a> {
             let outcome = self.trainer.train_step(&mut batches, &self.last_name)?;
             self.update_time += began.elapsed();
             self.trainer.seconds = self.seconds_before + self.started.elapsed().as_secs_f64();
+            self.stopped |= outcome.stop;
             self.after_update(outcome)?;
         }
         Ok(())
@@ -248,7 +306,7 @@ impl<'a> Run<'a> {
         let (total, end) = (c.optim.steps, self.end());
         self.last_loss = outcome.loss;
         self.losses.push((step, outcome.loss));
-        let images_per_step = (c.optim.batch_size * c.optim.accumulate) as f64;
+        let images_per_step = c.effective_batch() as f64;
         self.window.steps += 1;
         let rate = images_per_step * self.window.steps as f64
             / self.window.since.elapsed().as_secs_f64().max(1e-9);
@@ -257,6 +315,9 @@ impl<'a> Run<'a> {
                 since: Instant::now(),
                 steps: 0,
             };
+        }
+        if !self.writer {
+            return Ok(());
         }
         if step.is_multiple_of(c.schedule.log_every.max(1)) || step == end {
             let factor = lr_factor(step - 1, c.optim.warmup_steps, total, c.optim.min_lr_ratio);
@@ -267,6 +328,10 @@ impl<'a> Run<'a> {
             if let Some(s) = outcome.saliency {
                 line["saliency_loss"] = json!(s.loss);
                 line["corr"] = json!(s.corr);
+            }
+            if let Some(dp) = &self.trainer.data_parallel {
+                // Cumulative over this invocation, like `time`: differences give the share.
+                line["allreduce_s"] = json!(dp.all_reduce_time().as_secs_f64());
             }
             append(&self.logs.metrics, &line)?;
         }
@@ -417,7 +482,7 @@ impl<'a> Run<'a> {
     pub fn finish(mut self) -> Result<TrainSummary, TrainError> {
         let end = self.end();
         let interrupted = self.trainer.step < end && self.interrupted();
-        if interrupted && self.trainer.step > self.last_saved {
+        if interrupted && self.writer && self.trainer.step > self.last_saved {
             self.trainer.save_last(&self.dir, self.last_loss)?;
             self.progress.log(&format!(
                 "interrupted: checkpoint saved at step {} (resume with --resume)",
@@ -434,7 +499,7 @@ impl<'a> Run<'a> {
         }
         self.progress.finish();
         let finished = self.trainer.step >= self.config.optim.steps;
-        if finished && self.last_eval.is_none() {
+        if finished && self.writer && self.last_eval.is_none() {
             // Resumed from the final checkpoint (e.g. after its report was lost): score it again.
             self.validate(self.trainer.step)?;
         }
@@ -450,8 +515,7 @@ impl<'a> Run<'a> {
             self.write_report(report)?;
         }
         let update_seconds = self.update_time.as_secs_f64();
-        let c = &self.config.optim;
-        let images = (self.losses.len() * c.batch_size * c.accumulate) as f64;
+        let images = (self.losses.len() * self.config.effective_batch()) as f64;
         Ok(TrainSummary {
             run_dir: self.dir.clone(),
             steps: self.trainer.step,

@@ -123,6 +123,8 @@ pub struct StepOutcome {
     /// Sparse encoders: the scorer's BCE and `corr` (the share of the received attention mass
     /// on the kept tokens), means over the micro-batches (`docs/sparse.md`).
     pub saliency: Option<SaliencyLog>,
+    /// Data-parallel runs: some rank was interrupted, so every rank stops after this update.
+    pub stop: bool,
 }
 
 /// What a sparse update logs about its token selection.
@@ -147,6 +149,9 @@ pub struct Trainer {
     pub best_miou: Option<f64>,
     /// Wall time spent on this run so far (saved in checkpoints, so it survives resumes).
     pub seconds: f64,
+    /// Set in data-parallel runs: gradients (and the logged loss) are averaged over the ranks
+    /// before each optimiser step.
+    pub data_parallel: Option<super::DataParallel>,
 }
 
 impl Trainer {
@@ -172,6 +177,7 @@ impl Trainer {
             best_abs_rel: None,
             best_miou: None,
             seconds: 0.0,
+            data_parallel: None,
         })
     }
 
@@ -251,6 +257,12 @@ impl Trainer {
             }
             Ok(total)
         })?;
+        // Identical averaged gradients on every rank: the clipping, the non-finite check and the
+        // update below agree everywhere.
+        let (total, stop) = match &self.data_parallel {
+            Some(dp) => dp.reduce(total)?,
+            None => (total, false),
+        };
         self.optimizer
             .step(factor)
             .map_err(|value| TrainError::NonFinite {
@@ -264,6 +276,7 @@ impl Trainer {
             loss: total,
             data_wait,
             saliency: saliency_log,
+            stop,
         })
     }
 

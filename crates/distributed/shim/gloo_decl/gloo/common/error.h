@@ -1,0 +1,2 @@
+// See ../../README.md: declarations only; libtorch holds gloo's definitions.
+#pragma once
