@@ -202,7 +202,11 @@ fn only_rank_0_writes_to_the_run_folder() {
         check(&child.wait_with_output().unwrap());
     }
     assert!(dirs[0].join("writes").join("last.safetensors").is_file());
-    assert!(dirs[0].join("writes").join("report.md").is_file());
+    let report = std::fs::read_to_string(dirs[0].join("writes").join("report.md")).unwrap();
+    assert!(
+        report.contains("data-parallel over 2 processes of batch 2 (effective batch 4"),
+        "{report}"
+    );
     assert!(
         !dirs[1].exists(),
         "rank 1 wrote {:?}",

@@ -589,7 +589,7 @@ impl<'a> Run<'a> {
         };
         let mut text = format!(
             "# Run {name}\n\n{task}: {steps} steps, {attention} attention{decoder}, {h}x{w} \
-             images, seed {seed}, {parameters} parameters.\n\n\
+             images, seed {seed}, {parameters} parameters{parallel}.\n\n\
              Data: {data}.\n\n\
              ## Validation ({images} held-out images)\n\n{table}\n\
              {best}\n\n\
@@ -604,6 +604,15 @@ impl<'a> Run<'a> {
             w = config.data.image_size[1],
             seed = config.seed,
             parameters = self.parameters,
+            parallel = match config.distributed.world_size {
+                1 => String::new(),
+                world => format!(
+                    "; data-parallel over {world} processes of batch {} (effective batch {}, \
+                     docs/distributed.md)",
+                    config.optim.batch_size,
+                    config.effective_batch()
+                ),
+            },
             data = self.data.description,
             images = eval.images(),
             table = eval.markdown(),
