@@ -526,7 +526,7 @@ impl GradientBuckets {
                 .expect("missing is not empty");
             zero.backward();
         }
-        let (flats, extras) = tch::no_grad(|| {
+        let flats = tch::no_grad(|| {
             let mut flats = Vec::with_capacity(self.buckets.len());
             for (b, bucket) in self.buckets.iter().enumerate() {
                 let mut pieces: Vec<Tensor> = bucket
@@ -541,7 +541,7 @@ impl GradientBuckets {
             if self.buckets.is_empty() && !extra.is_empty() {
                 flats.push(Tensor::from_slice(extra).to_kind(self.kind).to(device));
             }
-            (flats, extra.len())
+            flats
         });
         let refs: Vec<&Tensor> = flats.iter().collect();
         group.all_reduce_mean(&refs)?;
@@ -557,11 +557,10 @@ impl GradientBuckets {
                 }
             }
         });
-        let last = flats.last();
-        let values = match last {
-            Some(flat) if extras > 0 => {
-                let n = flat.size()[0];
-                let tail = flat.narrow(0, n - extras as i64, extras as i64);
+        let values = match flats.last() {
+            Some(flat) if !extra.is_empty() => {
+                let n = extra.len() as i64;
+                let tail = flat.narrow(0, flat.size()[0] - n, n);
                 Vec::<f64>::try_from(tail.to_kind(Kind::Double)).unwrap_or_default()
             }
             _ => Vec::new(),

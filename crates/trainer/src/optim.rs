@@ -77,6 +77,11 @@ impl AdamW {
         }
     }
 
+    /// The trainable variables it updates, sorted by name (the same order in every process).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
+    }
+
     /// Updates applied so far.
     pub fn step_count(&self) -> i64 {
         self.step

@@ -7,17 +7,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use glassbox_distributed::{Backend, GradientBuckets, Launch, ProcessGroup};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::TrainError;
 use super::step::Trainer;
 use crate::config::DistributedConfig;
+use crate::optim::AdamW;
 
 /// One rank's share of a data-parallel run: its process group and the gradient buckets.
 pub struct DataParallel {
     group: ProcessGroup,
     buckets: GradientBuckets,
-    /// Trainable variables sorted by name: the same order on every rank.
+    /// The optimiser's variables, in its order (sorted by name, the same on every rank).
     params: Vec<Tensor>,
     interrupt: Option<Arc<AtomicBool>>,
     spent: std::cell::Cell<Duration>,
@@ -33,13 +34,13 @@ impl std::fmt::Debug for DataParallel {
 }
 
 impl DataParallel {
-    /// Joins the launch's process group (Gloo for CPU, NCCL for CUDA) and buckets `vs`'s
-    /// trainable variables. `interrupt` is this rank's Ctrl-C flag: any rank's request stops every
-    /// rank after the same update.
+    /// Joins the launch's process group (Gloo for CPU, NCCL for CUDA) and buckets the variables
+    /// `optimizer` updates. `interrupt` is this rank's Ctrl-C flag: any rank's request stops
+    /// every rank after the same update.
     pub fn join(
         launch: &Launch,
         device: Device,
-        vs: &tch::nn::VarStore,
+        optimizer: &AdamW,
         config: &DistributedConfig,
         interrupt: Option<Arc<AtomicBool>>,
     ) -> Result<Self, TrainError> {
@@ -48,10 +49,7 @@ impl DataParallel {
             Backend::for_device(device),
             Duration::from_secs_f64(config.timeout_s),
         )?;
-        let params: Vec<Tensor> = sorted(vs)
-            .into_iter()
-            .filter(|t| t.requires_grad())
-            .collect();
+        let params = optimizer.parameters();
         let buckets = GradientBuckets::new(&params, config.bucket_mb << 20);
         Ok(Self {
             group,
@@ -150,15 +148,9 @@ impl DataParallel {
     }
 }
 
-/// `vs`'s variables sorted by name, as contiguous shallow handles.
+/// `vs`'s variables, trainable or not, sorted by name: the same order in every process.
 fn sorted(vs: &tch::nn::VarStore) -> Vec<Tensor> {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
-        .into_iter()
-        .map(|(_, t)| {
-            debug_assert!(t.is_contiguous() && t.kind() != Kind::Bool);
-            t
-        })
-        .collect()
+    named.into_iter().map(|(_, t)| t).collect()
 }

@@ -149,9 +149,8 @@ impl<'a> Run<'a> {
         let mut trainer = Trainer::new(config, device)?;
         let logs = Logs::new(&dir);
         let mut starts = Vec::new();
-        if !writer {
-            // Everything comes from rank 0 by broadcast below.
-        } else if options.resume {
+        // Only rank 0 loads and clears files; the others get its state by broadcast below.
+        if writer && options.resume {
             let state = trainer.resume(&dir)?;
             for log in logs.all() {
                 truncate_log(log, state.step)?;
@@ -164,7 +163,7 @@ impl<'a> Run<'a> {
                     path.display()
                 ));
             }
-        } else {
+        } else if writer {
             starts = trainer.initialise()?;
             for log in logs.all() {
                 if log.is_file() {
@@ -181,7 +180,7 @@ impl<'a> Run<'a> {
             let dp = DataParallel::join(
                 launch,
                 device,
-                &trainer.vs,
+                &trainer.optimizer,
                 &config.distributed,
                 options.interrupt.clone(),
             )?;
